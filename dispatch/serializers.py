@@ -1,0 +1,63 @@
+from rest_framework import serializers
+
+from dispatch.models import Order
+
+
+class OrderSerializer(serializers.ModelSerializer):
+    """What integrators read. Times are ISO 8601 with offset, in the organisation's zone."""
+
+    id = serializers.IntegerField(read_only=True)
+    depot = serializers.PrimaryKeyRelatedField(read_only=True)
+    required_driver = serializers.PrimaryKeyRelatedField(read_only=True)
+    needs_location = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id", "public_id", "external_ref", "kind", "status", "recipient_name", "recipient_phone",
+            "recipient_email", "address", "lat", "lng", "needs_location", "service_date",
+            "window_start", "window_end", "service_minutes", "parcels", "priority", "depot",
+            "required_driver", "instructions", "cancel_reason", "version", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class OrderInput(serializers.Serializer):
+    """What integrators send to create or change an order. Times need an offset or are read
+    in the organisation's zone; `depot` and `required_driver` are ids in your organisation."""
+
+    kind = serializers.ChoiceField(choices=Order.Kind.choices, required=False)
+    external_ref = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    recipient_name = serializers.CharField(max_length=200)
+    recipient_phone = serializers.CharField(max_length=32, required=False, allow_blank=True)
+    recipient_email = serializers.EmailField(required=False, allow_blank=True)
+    address = serializers.CharField(max_length=300)
+    lat = serializers.FloatField(min_value=-90, max_value=90, required=False, allow_null=True)
+    lng = serializers.FloatField(min_value=-180, max_value=180, required=False, allow_null=True)
+    service_date = serializers.DateField()
+    window_start = serializers.DateTimeField(required=False, allow_null=True)
+    window_end = serializers.DateTimeField(required=False, allow_null=True)
+    service_minutes = serializers.IntegerField(min_value=0, max_value=600, required=False)
+    parcels = serializers.IntegerField(min_value=0, max_value=10000, required=False)
+    priority = serializers.ChoiceField(choices=Order.Priority.choices, required=False)
+    depot = serializers.IntegerField(required=False, allow_null=True)
+    required_driver = serializers.IntegerField(required=False, allow_null=True)
+    instructions = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    version = serializers.IntegerField(
+        required=False, help_text="The version you read; a stale one is refused with 409."
+    )
+
+    def validate(self, attrs):
+        start, end = attrs.get("window_start"), attrs.get("window_end")
+        if start and end and end <= start:
+            raise serializers.ValidationError({"window_end": "The window must end after it starts."})
+        return attrs
+
+
+class OrderCancelInput(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=300)
+
+
+class BulkResult(serializers.Serializer):
+    created = serializers.IntegerField()
+    orders = OrderSerializer(many=True)

@@ -1,0 +1,546 @@
+"""Every write in the core domain. Views, API actions, commands, tasks and tests call these.
+
+Status changes use a conditional UPDATE (… WHERE status = <expected>), so two callers racing on
+the same row cannot both succeed, and each appends a StopEvent in the same transaction.
+"""
+
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Model
+from django.utils import timezone
+
+from dispatch.models import (
+    Contact,
+    Depot,
+    Driver,
+    Membership,
+    Order,
+    Organization,
+    Route,
+    Shift,
+    Stop,
+    StopEvent,
+    Vehicle,
+)
+
+
+class IllegalTransition(Exception):
+    """A status change that the life cycle does not allow (e.g. delivering a cancelled order)."""
+
+
+class StaleEdit(Exception):
+    """The row changed since the caller read it; their copy would overwrite someone's work."""
+
+
+S = Order.Status
+ORDER_TRANSITIONS: dict[str, set[str]] = {
+    S.NEW: {S.PLANNED, S.ASSIGNED, S.CANCELLED},
+    S.PLANNED: {S.NEW, S.ASSIGNED, S.CANCELLED},
+    S.ASSIGNED: {S.NEW, S.PLANNED, S.OUT_FOR_DELIVERY, S.CANCELLED},
+    S.OUT_FOR_DELIVERY: {S.DELIVERED, S.PICKED_UP, S.FAILED, S.ASSIGNED, S.CANCELLED},
+    S.FAILED: {S.ASSIGNED, S.NEW, S.CANCELLED},
+    S.DELIVERED: set(),
+    S.PICKED_UP: set(),
+    S.CANCELLED: set(),
+}
+R = Route.Status
+ROUTE_TRANSITIONS: dict[str, set[str]] = {
+    R.DRAFT: {R.PUBLISHED},
+    R.PUBLISHED: {R.IN_PROGRESS},
+    R.IN_PROGRESS: {R.COMPLETED},
+    R.COMPLETED: set(),
+}
+T = Stop.Status
+STOP_TRANSITIONS: dict[str, set[str]] = {
+    T.PENDING: {T.EN_ROUTE, T.ARRIVED, T.FAILED, T.SKIPPED},
+    T.EN_ROUTE: {T.ARRIVED, T.FAILED, T.SKIPPED},
+    T.ARRIVED: {T.COMPLETED, T.FAILED},
+    T.COMPLETED: set(),
+    T.FAILED: set(),
+    T.SKIPPED: set(),
+}
+# The event recorded for a stop change that does not close the visit.
+_STOP_KIND = {T.EN_ROUTE: "en_route", T.ARRIVED: "arrived", T.FAILED: "failed", T.SKIPPED: "skipped"}
+
+
+def _check_transition(table: Mapping[str, set[str]], what: str, current: str, to: str) -> None:
+    if to not in table:
+        raise IllegalTransition(f"“{to}” is not a status a {what} can have.")
+    if to not in table[current]:
+        allowed = ", ".join(sorted(table[current])) or "none: it is final"
+        raise IllegalTransition(
+            f"A {what} that is {current.replace('_', ' ')} cannot become {to.replace('_', ' ')} "
+            f"(allowed next: {allowed})."
+        )
+
+
+def _validated(instance: Model, exclude: Iterable[str] = ()) -> Model:
+    """Run model validation (fields, uniqueness, constraints) so errors name their fields."""
+    instance.full_clean(exclude=list(exclude))
+    return instance
+
+
+def _event(
+    *,
+    order: Order,
+    kind: str,
+    by: AbstractBaseUser | None,
+    at: datetime | None = None,
+    stop: Stop | None = None,
+    from_status: str = "",
+    to_status: str = "",
+    reason: str = "",
+    note: str = "",
+    lat: float | None = None,
+    lng: float | None = None,
+) -> StopEvent:
+    return StopEvent.objects.create(
+        organization_id=order.organization_id,
+        order=order,
+        stop=stop,
+        kind=kind,
+        from_status=from_status,
+        to_status=to_status,
+        reason=reason,
+        note=note,
+        lat=lat,
+        lng=lng,
+        at=at or timezone.now(),
+        actor=by if by is not None and by.is_authenticated else None,
+    )
+
+
+# --- Organisations and people ---------------------------------------------------------------
+
+
+@transaction.atomic
+def organization_create(*, name: str, slug: str, timezone_name: str = "UTC") -> Organization:
+    return _save(Organization(name=name, slug=slug, timezone=timezone_name))
+
+
+@transaction.atomic
+def membership_create(
+    *,
+    organization: Organization,
+    username: str,
+    role: str,
+    password: str | None = None,
+    first_name: str = "",
+    last_name: str = "",
+    email: str = "",
+    is_staff: bool = False,
+    is_superuser: bool = False,
+) -> Membership:
+    """A user and their place in the organisation. Raises ValidationError on a taken username."""
+    User = get_user_model()
+    if User.objects.filter(username__iexact=username).exists():
+        raise ValidationError({"username": f"The username “{username}” is taken."})
+    user = User(
+        username=username,
+        first_name=first_name,
+        last_name=last_name,
+        email=email,
+        is_staff=is_staff,
+        is_superuser=is_superuser,
+    )
+    if password:
+        user.set_password(password)
+    else:
+        user.set_unusable_password()
+    user.save()
+    return _save(Membership(user=user, organization=organization, role=role))
+
+
+@transaction.atomic
+def driver_create(
+    *,
+    organization: Organization,
+    username: str,
+    first_name: str,
+    last_name: str = "",
+    email: str = "",
+    password: str | None = None,
+    **fields: Any,
+) -> Driver:
+    """A driver with their login. Raises ValidationError; nothing is kept if any part fails."""
+    membership = membership_create(
+        organization=organization,
+        username=username,
+        role=Membership.Role.DRIVER,
+        password=password,
+        first_name=first_name,
+        last_name=last_name,
+        email=email,
+    )
+    _check_same_organization(organization, fields)
+    return _save(Driver(organization=organization, user=membership.user, **fields))
+
+
+@transaction.atomic
+def driver_update(
+    *,
+    driver: Driver,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    email: str | None = None,
+    password: str | None = None,
+    **fields: Any,
+) -> Driver:
+    """Change a driver and their login details; a blank password keeps the current one."""
+    user = driver.user
+    for name, value in (("first_name", first_name), ("last_name", last_name), ("email", email)):
+        if value is not None:
+            setattr(user, name, value)
+    if password:
+        user.set_password(password)
+    user.save()
+    _check_same_organization(driver.organization, fields)
+    return _update(driver, fields)
+
+
+def _save(instance: Model, exclude: Iterable[str] = ()) -> Model:
+    _validated(instance, exclude)
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError as exc:  # a race past full_clean(): report it, don't 500
+        raise ValidationError(f"Could not save: {exc}") from exc
+    return instance
+
+
+def _update(instance: Model, fields: Mapping[str, Any]) -> Model:
+    for name, value in fields.items():
+        setattr(instance, name, value)
+    return _save(instance)
+
+
+def _check_same_organization(organization: Organization, fields: Mapping[str, Any]) -> None:
+    """Refuse a reference to another tenant's row (a forged form or API payload)."""
+    for name, value in fields.items():
+        other = getattr(value, "organization_id", None)
+        if other is not None and other != organization.pk:
+            raise ValidationError({name: "Choose one of your own organisation's records."})
+
+
+# --- Fleet and address book -----------------------------------------------------------------
+
+
+@transaction.atomic
+def depot_create(*, organization: Organization, **fields: Any) -> Depot:
+    return _save(Depot(organization=organization, **fields))
+
+
+@transaction.atomic
+def depot_update(*, depot: Depot, **fields: Any) -> Depot:
+    return _update(depot, fields)
+
+
+@transaction.atomic
+def vehicle_create(*, organization: Organization, **fields: Any) -> Vehicle:
+    _check_same_organization(organization, fields)
+    return _save(Vehicle(organization=organization, **fields))
+
+
+@transaction.atomic
+def vehicle_update(*, vehicle: Vehicle, **fields: Any) -> Vehicle:
+    _check_same_organization(vehicle.organization, fields)
+    return _update(vehicle, fields)
+
+
+@transaction.atomic
+def shift_create(*, driver: Driver, **fields: Any) -> Shift:
+    _check_same_organization(driver.organization, fields)
+    return _save(Shift(organization_id=driver.organization_id, driver=driver, **fields))
+
+
+@transaction.atomic
+def shift_update(*, shift: Shift, **fields: Any) -> Shift:
+    _check_same_organization(shift.organization, fields)
+    return _update(shift, fields)
+
+
+@transaction.atomic
+def shift_delete(*, shift: Shift) -> None:
+    shift.delete()
+
+
+@transaction.atomic
+def contact_create(*, organization: Organization, **fields: Any) -> Contact:
+    return _save(Contact(organization=organization, **fields))
+
+
+@transaction.atomic
+def contact_update(*, contact: Contact, **fields: Any) -> Contact:
+    return _update(contact, fields)
+
+
+# --- Orders ---------------------------------------------------------------------------------
+
+ORDER_EDITABLE_FIELDS = frozenset(
+    {
+        "kind", "external_ref", "contact", "depot", "recipient_name", "recipient_phone",
+        "recipient_email", "address", "lat", "lng", "service_date", "window_start", "window_end",
+        "service_minutes", "parcels", "priority", "required_driver", "instructions",
+    }
+)  # fmt: skip
+
+
+def _order_build(organization: Organization, fields: Mapping[str, Any]) -> Order:
+    unknown = set(fields) - ORDER_EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError(f"Unknown order fields: {', '.join(sorted(unknown))}.")
+    _check_same_organization(organization, fields)
+    return Order(organization=organization, **fields)
+
+
+@transaction.atomic
+def order_create(
+    *, organization: Organization, by: AbstractBaseUser | None, at: datetime | None = None, **fields: Any
+) -> Order:
+    """Create one order and its "created" event. Raises ValidationError with field messages."""
+    order = _save(_order_build(organization, fields))
+    _event(order=order, kind=StopEvent.Kind.CREATED, by=by, at=at, to_status=order.status)
+    return order
+
+
+@transaction.atomic
+def orders_create_many(
+    *, organization: Organization, by: AbstractBaseUser | None, rows: list[Mapping[str, Any]]
+) -> list[Order]:
+    """All rows or none. Raises ValidationError whose messages name the (1-based) row."""
+    built, errors = [], []
+    refs_seen: dict[str, int] = {}
+    for number, fields in enumerate(rows, start=1):
+        try:
+            order = _validated(_order_build(organization, fields))
+        except ValidationError as exc:
+            errors.extend(f"Row {number}: {message}" for message in _flat_messages(exc))
+            continue
+        if order.external_ref:
+            if order.external_ref in refs_seen:
+                errors.append(
+                    f"Row {number}: external reference “{order.external_ref}” repeats row "
+                    f"{refs_seen[order.external_ref]}."
+                )
+                continue
+            refs_seen[order.external_ref] = number
+        built.append(order)
+    if errors:
+        raise ValidationError(errors)
+    now = timezone.now()
+    created = []
+    for order in built:
+        order.save()
+        created.append(order)
+    StopEvent.objects.bulk_create(
+        StopEvent(
+            organization=organization,
+            order=order,
+            kind=StopEvent.Kind.CREATED,
+            to_status=order.status,
+            at=now,
+            actor=by if by is not None and by.is_authenticated else None,
+        )
+        for order in created
+    )
+    return created
+
+
+def _flat_messages(exc: ValidationError) -> list[str]:
+    if hasattr(exc, "error_dict"):
+        return [
+            f"{field.replace('_', ' ')}: {message}" if field != "__all__" else message
+            for field, messages in exc.message_dict.items()
+            for message in messages
+        ]
+    return list(exc.messages)
+
+
+@transaction.atomic
+def order_update(
+    *,
+    order: Order,
+    by: AbstractBaseUser | None,
+    expected_version: int | None = None,
+    at: datetime | None = None,
+    **fields: Any,
+) -> Order:
+    """Change an open order's details.
+
+    Raises ValidationError (bad values or a closed order), StaleEdit when `expected_version`
+    is given and someone saved the order since.
+    """
+    unknown = set(fields) - ORDER_EDITABLE_FIELDS
+    if unknown:
+        raise ValidationError(f"Unknown order fields: {', '.join(sorted(unknown))}.")
+    current = Order.objects.get(pk=order.pk)
+    if expected_version is not None and current.version != expected_version:
+        raise StaleEdit(
+            f"Order {current} was changed by someone else since you opened it. "
+            "Reload it to see their changes, then make yours again."
+        )
+    if not current.is_open:
+        raise ValidationError(f"Order {current} is {current.get_status_display().lower()}; it can no longer be edited.")
+    _check_same_organization(current.organization, fields)
+    changed = sorted(name for name, value in fields.items() if getattr(current, name) != value)
+    for name, value in fields.items():
+        setattr(current, name, value)
+    _validated(current)
+    if not changed:
+        return current
+    updated = Order.objects.filter(pk=current.pk, version=current.version).update(
+        **{name: getattr(current, name) for name in changed},
+        version=F("version") + 1,
+        updated_at=timezone.now(),
+    )
+    if updated != 1:
+        raise StaleEdit(f"Order {current} was changed by someone else at the same time. Try again.")
+    if ({"lat", "lng"} & set(changed)) and current.lat is not None:
+        kind = StopEvent.Kind.LOCATED
+    else:
+        kind = StopEvent.Kind.UPDATED
+    _event(order=current, kind=kind, by=by, at=at, note="Changed: " + ", ".join(changed))
+    current.refresh_from_db()
+    return current
+
+
+def order_set_location(*, order: Order, lat: float, lng: float, by: AbstractBaseUser | None) -> Order:
+    """Place an order on the map (e.g. one imported without coordinates)."""
+    return order_update(order=order, by=by, lat=lat, lng=lng)
+
+
+@transaction.atomic
+def order_transition(
+    *,
+    order: Order,
+    to: str,
+    by: AbstractBaseUser | None,
+    at: datetime | None = None,
+    reason: str = "",
+    stop: Stop | None = None,
+    kind: str = StopEvent.Kind.STATUS,
+) -> Order:
+    """Move an order along its life cycle. Raises IllegalTransition; appends a StopEvent."""
+    current = Order.objects.get(pk=order.pk)
+    _check_transition(ORDER_TRANSITIONS, "order", current.status, to)
+    if to == S.DELIVERED and current.kind == Order.Kind.PICKUP:
+        raise IllegalTransition("A pickup ends as picked up, not delivered.")
+    if to == S.PICKED_UP and current.kind == Order.Kind.DELIVERY:
+        raise IllegalTransition("A delivery ends as delivered, not picked up.")
+    updates: dict[str, Any] = {"status": to, "version": F("version") + 1, "updated_at": timezone.now()}
+    if to == S.CANCELLED:
+        updates["cancel_reason"] = reason
+    claimed = Order.objects.filter(pk=current.pk, status=current.status).update(**updates)
+    if claimed != 1:
+        raise IllegalTransition(f"Order {current} changed status at the same moment; reload and retry.")
+    _event(
+        order=current, kind=kind, by=by, at=at, stop=stop,
+        from_status=current.status, to_status=to, reason=reason,
+    )  # fmt: skip
+    current.refresh_from_db()
+    return current
+
+
+def order_cancel(*, order: Order, by: AbstractBaseUser | None, reason: str = "", at: datetime | None = None) -> Order:
+    """Cancel an open order. Raises IllegalTransition if it is already delivered or cancelled."""
+    return order_transition(order=order, to=S.CANCELLED, by=by, at=at, reason=reason.strip(), kind=StopEvent.Kind.CANCELLED)
+
+
+# --- Routes and stops -----------------------------------------------------------------------
+
+
+@transaction.atomic
+def route_create(
+    *,
+    organization: Organization,
+    driver: Driver,
+    depot: Depot,
+    date: date,
+    vehicle: Vehicle | None = None,
+    orders: Iterable[Order] = (),
+    plan=None,
+) -> Route:
+    """A draft route visiting `orders` in the given sequence (1, 2, …)."""
+    _check_same_organization(organization, {"driver": driver, "depot": depot, "vehicle": vehicle})
+    route = _save(
+        Route(organization=organization, driver=driver, depot=depot, date=date, vehicle=vehicle, plan=plan),
+        exclude=["plan"],
+    )
+    for sequence, order in enumerate(orders, start=1):
+        _check_same_organization(organization, {"order": order})
+        Stop.objects.create(organization=organization, route=route, order=order, sequence=sequence)
+    return route
+
+
+@transaction.atomic
+def route_transition(*, route: Route, to: str, by: AbstractBaseUser | None, at: datetime | None = None) -> Route:
+    """Move a route along draft → published → in progress → completed. Raises IllegalTransition."""
+    current = Route.objects.get(pk=route.pk)
+    _check_transition(ROUTE_TRANSITIONS, "route", current.status, to)
+    at = at or timezone.now()
+    updates: dict[str, Any] = {"status": to, "version": F("version") + 1}
+    if to == R.IN_PROGRESS:
+        updates["started_at"] = at
+    if to == R.COMPLETED:
+        updates["completed_at"] = at
+    if Route.objects.filter(pk=current.pk, status=current.status).update(**updates) != 1:
+        raise IllegalTransition("The route changed status at the same moment; reload and retry.")
+    # The orders on the route follow it: published → assigned, started → out for delivery.
+    follow = {R.PUBLISHED: S.ASSIGNED, R.IN_PROGRESS: S.OUT_FOR_DELIVERY}.get(to)
+    if follow:
+        for stop in current.stops.filter(status=T.PENDING).select_related("order"):
+            if stop.order.status != follow and follow in ORDER_TRANSITIONS[stop.order.status]:
+                order_transition(order=stop.order, to=follow, by=by, at=at, stop=stop)
+    current.refresh_from_db()
+    return current
+
+
+@transaction.atomic
+def stop_transition(
+    *,
+    stop: Stop,
+    to: str,
+    by: AbstractBaseUser | None,
+    at: datetime | None = None,
+    reason: str = "",
+    note: str = "",
+    lat: float | None = None,
+    lng: float | None = None,
+) -> Stop:
+    """Record progress at a stop; completing or failing it closes the visit of its order.
+
+    Raises IllegalTransition (e.g. completing a stop twice, or failing without a reason).
+    """
+    current = Stop.objects.select_related("order").get(pk=stop.pk)
+    _check_transition(STOP_TRANSITIONS, "stop", current.status, to)
+    if to == T.FAILED and not reason.strip():
+        raise IllegalTransition("Say why the stop failed (e.g. nobody home, address not found).")
+    at = at or timezone.now()
+    updates: dict[str, Any] = {"status": to}
+    if to == T.ARRIVED:
+        updates["arrived_at"] = at
+    if to in (T.COMPLETED, T.FAILED, T.SKIPPED):
+        updates["departed_at"] = at
+    if to == T.FAILED:
+        updates["failure_reason"] = reason.strip()
+    if Stop.objects.filter(pk=current.pk, status=current.status).update(**updates) != 1:
+        raise IllegalTransition("The stop changed status at the same moment; reload and retry.")
+    order = current.order
+    if to == T.COMPLETED:
+        done = S.PICKED_UP if order.kind == Order.Kind.PICKUP else S.DELIVERED
+        order_transition(order=order, to=done, by=by, at=at, stop=current, kind=done)
+    elif to == T.FAILED:
+        order_transition(order=order, to=S.FAILED, by=by, at=at, stop=current, reason=reason.strip(), kind=StopEvent.Kind.FAILED)
+    else:
+        _event(
+            order=order, kind=_STOP_KIND[to], by=by, at=at, stop=current,
+            from_status=current.status, to_status=to, reason=reason, note=note, lat=lat, lng=lng,
+        )  # fmt: skip
+    current.refresh_from_db()
+    return current

@@ -1,0 +1,52 @@
+"""Local wall-clock times <-> UTC instants, with explicit rules for DST days.
+
+Rule (documented in docs/time.md): a local time that does not exist because the clocks jump
+forward is rejected with a message naming the gap; a local time that occurs twice because the
+clocks go back means its first occurrence (fold=0, still summer time).
+"""
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+
+def local_datetime(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """The aware instant for wall-clock `at` on `day` in `tz`. Raises ValidationError in a DST gap."""
+    naive = datetime.combine(day, at.replace(tzinfo=None, fold=0))
+    aware = naive.replace(tzinfo=tz)
+    if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive:
+        gap_end = _first_valid_after(naive, tz)
+        raise ValidationError(
+            f"{at:%H:%M} does not exist on {day:%d %b %Y} in {tz.key}: the clocks go forward. "
+            f"Choose {gap_end:%H:%M} or later, or a time before the change.",
+            code="nonexistent_time",
+        )
+    return aware
+
+
+def is_ambiguous(day: date, at: time, tz: ZoneInfo) -> bool:
+    naive = datetime.combine(day, at.replace(tzinfo=None))
+    return naive.replace(tzinfo=tz, fold=0).utcoffset() != naive.replace(tzinfo=tz, fold=1).utcoffset()
+
+
+def _first_valid_after(naive: datetime, tz: ZoneInfo) -> datetime:
+    probe = naive
+    for _ in range(24 * 4):
+        probe += timedelta(minutes=15)
+        if probe.replace(tzinfo=tz).astimezone(UTC).astimezone(tz).replace(tzinfo=None) == probe:
+            return probe
+    return probe
+
+
+def local_today(tz: ZoneInfo, now: datetime | None = None) -> date:
+    """The calendar day it is in `tz` (an organisation's "today")."""
+    return (now or timezone.now()).astimezone(tz).date()
+
+
+def local_day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """UTC instants [start, end) of a local day; 23 or 25 hours long on DST days."""
+    start = datetime.combine(day, time(0), tzinfo=tz)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
