@@ -125,8 +125,9 @@ class OrderViewSet(
             raise ValidationError({"detail": f"At most {MAX_BULK} orders per request; split the batch."})
         data = OrderInput(data=request.data, many=True)
         if not data.is_valid():
-            errors = {str(i): e for i, e in enumerate(data.errors) if e}
-            raise ValidationError(errors)
+            # Keyed by the item's index in the array, so the sender can find each bad one.
+            items = data.errors.items() if isinstance(data.errors, dict) else enumerate(data.errors)
+            raise ValidationError({str(index): error for index, error in items if error})
         with transaction.atomic():
             rows = [self._fields(item) for item in data.validated_data]
             orders = services.orders_create_many(

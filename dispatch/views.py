@@ -107,7 +107,19 @@ def order_create(request: HttpRequest) -> HttpResponse:
             contact = get_object_or_404(contacts_visible_to(request.user), pk=contact_id)
             initial = OrderForm.initial_from_contact(contact, initial["service_date"])
         form = OrderForm(initial=initial, organization=org)
-    return render(request, "dispatch/order_form.html", {"nav": "orders", "form": form, "order": None})
+    return render(request, "dispatch/order_form.html", _order_form_context(request, form, None))
+
+
+def _order_form_context(request: HttpRequest, form: OrderForm, order) -> dict:
+    # The map opens on the organisation's first depot when the order has no point yet.
+    depot = depots_visible_to(request.user).filter(is_active=True).order_by("pk").first()
+    return {
+        "nav": "orders",
+        "form": form,
+        "order": order,
+        "depot_lat": depot.lat if depot else None,
+        "depot_lng": depot.lng if depot else None,
+    }
 
 
 @require_GET
@@ -149,9 +161,7 @@ def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect(order)
     else:
         form = OrderForm(initial=OrderForm.initial_from_order(order), organization=org)
-    return render(
-        request, "dispatch/order_form.html", {"nav": "orders", "form": form, "order": order}, status=status
-    )
+    return render(request, "dispatch/order_form.html", _order_form_context(request, form, order), status=status)
 
 
 @require_POST

@@ -81,6 +81,7 @@ class VehicleFactory(factory.django.DjangoModelFactory):
 class DriverFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Driver
+        skip_postgeneration_save = True
 
     organization = factory.SubFactory(OrganizationFactory)
     user = factory.SubFactory(UserFactory)
