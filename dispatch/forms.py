@@ -60,12 +60,16 @@ class OrderFilterForm(forms.Form):
         + list(Order.Status.choices),
     )
     depot = forms.ModelChoiceField(queryset=Depot.objects.none(), required=False, empty_label="Any depot")
-    q = forms.CharField(required=False, label="Search", max_length=100)
+    q = forms.CharField(
+        required=False,
+        label="Search",
+        max_length=100,
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Reference, name, address, phone"}),
+    )
 
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["depot"].queryset = Depot.objects.filter(organization=organization)
-        self.fields["q"].widget.attrs.update(type="search", placeholder="Reference, name, address, phone")
 
 
 class OrderForm(CoordinatesMixin, forms.Form):

@@ -1,0 +1,59 @@
+"""Real-browser tests: Playwright drives Debian's chromium (never a downloaded browser)."""
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+# Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still
+# plain synchronous code, so tell Django not to refuse them.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    if shutil.which(CHROMIUM) or os.path.exists(CHROMIUM):
+        return
+    skip = pytest.mark.skip(reason=f"chromium not found at {CHROMIUM} (apt-get install chromium)")
+    for item in items:
+        if "e2e" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _plain_http():
+    """The live server speaks plain HTTP: no redirect to HTTPS, no Secure-only cookies.
+
+    Session-scoped and set before the live server starts, because SecurityMiddleware reads
+    SECURE_SSL_REDIRECT once when the server's handler is built.
+    """
+    from django.conf import settings
+
+    names = ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")
+    saved = {name: getattr(settings, name) for name in names}
+    for name in names:
+        setattr(settings, name, False)
+    yield
+    for name, value in saved.items():
+        setattr(settings, name, value)
+
+
+@pytest.fixture
+def csp_violations(page):
+    """Console messages about the Content-Security-Policy (must stay empty: CFG-4)."""
+    seen = []
+    page.on("console", lambda msg: "Content Security Policy" in msg.text and seen.append(msg.text))
+    # No internet in tests: map tiles are refused, and the page must still work.
+    page.route("https://*.openstreetmap.org/**", lambda route: route.abort())
+    page.route("https://tile.openstreetmap.org/**", lambda route: route.abort())
+    return seen
