@@ -5,7 +5,7 @@ the same row cannot both succeed, and each appends a StopEvent in the same trans
 """
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -544,3 +544,31 @@ def stop_transition(
         )  # fmt: skip
     current.refresh_from_db()
     return current
+
+
+# --- Housekeeping ---------------------------------------------------------------------------
+
+IMPORT_UPLOADS_DIR = "imports"  # where dispatch.import_views keeps uploads awaiting confirmation
+
+
+def import_uploads_purge(*, older_than: timedelta = timedelta(days=1), now: datetime | None = None) -> int:
+    """Delete CSV uploads nobody confirmed or cancelled. Safe to run twice; returns how many."""
+    from django.core.files.storage import default_storage
+
+    cutoff = (now or timezone.now()) - older_than
+    removed = 0
+    if not default_storage.exists(IMPORT_UPLOADS_DIR):
+        return 0
+    folders, _ = default_storage.listdir(IMPORT_UPLOADS_DIR)
+    for folder in folders:
+        _, files = default_storage.listdir(f"{IMPORT_UPLOADS_DIR}/{folder}")
+        for name in files:
+            path = f"{IMPORT_UPLOADS_DIR}/{folder}/{name}"
+            try:
+                stale = default_storage.get_modified_time(path) < cutoff
+            except FileNotFoundError:  # removed by a confirm or another sweep meanwhile
+                continue
+            if stale:
+                default_storage.delete(path)
+                removed += 1
+    return removed

@@ -1,0 +1,14 @@
+"""django-q2 tasks of the core domain: thin wrappers around services, safe to run twice."""
+
+import logging
+
+from dispatch.services import import_uploads_purge
+
+logger = logging.getLogger(__name__)
+
+
+def purge_import_uploads() -> int:
+    removed = import_uploads_purge()
+    if removed:
+        logger.info("Removed %d abandoned order import upload(s)", removed)
+    return removed

@@ -1,0 +1,37 @@
+import datetime as dt
+import os
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.utils import timezone
+from django_q.models import Schedule
+
+from dispatch.tasks import purge_import_uploads
+
+
+def _age(name: str, hours: float) -> None:
+    stamp = (timezone.now() - dt.timedelta(hours=hours)).timestamp()
+    os.utime(default_storage.path(name), (stamp, stamp))
+
+
+def test_abandoned_import_uploads_are_purged_after_a_day(db):
+    old = default_storage.save("imports/1/old.csv", ContentFile(b"a,b\n"))
+    fresh = default_storage.save("imports/2/fresh.csv", ContentFile(b"a,b\n"))
+    _age(old, 25)
+    _age(fresh, 2)
+    assert purge_import_uploads() == 1
+    assert not default_storage.exists(old) and default_storage.exists(fresh)
+    assert purge_import_uploads() == 0
+
+
+def test_purge_with_no_uploads_folder_does_nothing(db):
+    assert purge_import_uploads() == 0
+
+
+def test_setup_schedules_is_idempotent(db):
+    call_command("setup_schedules", stdout=open(os.devnull, "w"))
+    call_command("setup_schedules", stdout=open(os.devnull, "w"))
+    schedule = Schedule.objects.get(name="purge abandoned order imports")
+    assert schedule.func == "dispatch.tasks.purge_import_uploads"
+    assert Schedule.objects.count() == 1

@@ -1,0 +1,31 @@
+"""Create or update every periodic job. Idempotent: run it on each deploy (make run does).
+
+It lives in tracking, the top app, because it lists jobs of every app below it by dotted path.
+"""
+
+from django.core.management.base import BaseCommand
+from django.db.models import Q
+from django_q.models import Schedule
+
+# name -> (task path, schedule type, minutes between runs when MINUTES)
+SCHEDULES = {
+    "purge abandoned order imports": ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
+}
+
+
+class Command(BaseCommand):
+    help = "Create or update Doorstep's periodic django-q2 schedules (safe to run repeatedly)."
+
+    def handle(self, *args, **options) -> None:
+        for name, (func, schedule_type, minutes) in SCHEDULES.items():
+            _, created = Schedule.objects.update_or_create(
+                name=name,
+                defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes, "repeats": -1},
+            )
+            self.stdout.write(f"{'Created' if created else 'Updated'} schedule: {name} ({func})")
+        # Only our own jobs are pruned; a schedule an admin added by hand is left alone.
+        ours = Q(func__startswith="dispatch.") | Q(func__startswith="pod.") | Q(func__startswith="tracking.")
+        stale = Schedule.objects.filter(ours).exclude(name__in=SCHEDULES)
+        for schedule in stale:
+            self.stdout.write(f"Removed schedule no longer defined: {schedule.name}")
+        stale.delete()
