@@ -74,8 +74,9 @@ def _check_transition(table: Mapping[str, set[str]], what: str, current: str, to
         raise IllegalTransition(f"“{to}” is not a status a {what} can have.")
     if to not in table[current]:
         allowed = ", ".join(sorted(table[current])) or "none: it is final"
+        article = "An" if what[0] in "aeiou" else "A"
         raise IllegalTransition(
-            f"A {what} that is {current.replace('_', ' ')} cannot become {to.replace('_', ' ')} "
+            f"{article} {what} that is {current.replace('_', ' ')} cannot become {to.replace('_', ' ')} "
             f"(allowed next: {allowed})."
         )
 
