@@ -25,6 +25,14 @@ def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
         form.add_error(None, exc)
 
 
+class NoColonLabels:
+    """Labels sit above their fields; a trailing colon adds nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
 class DateInput(forms.DateInput):
     input_type = "date"
 
@@ -52,7 +60,7 @@ class CoordinatesMixin:
         return data
 
 
-class OrderFilterForm(forms.Form):
+class OrderFilterForm(NoColonLabels, forms.Form):
     date = forms.DateField(required=False, widget=DateInput())
     status = forms.ChoiceField(
         required=False,
@@ -72,7 +80,7 @@ class OrderFilterForm(forms.Form):
         self.fields["depot"].queryset = Depot.objects.filter(organization=organization)
 
 
-class OrderForm(CoordinatesMixin, forms.Form):
+class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
     kind = forms.ChoiceField(choices=Order.Kind.choices, initial=Order.Kind.DELIVERY)
     external_ref = forms.CharField(label="External reference", max_length=100, required=False)
     recipient_name = forms.CharField(max_length=200)
@@ -161,11 +169,11 @@ class OrderForm(CoordinatesMixin, forms.Form):
         return data
 
 
-class OrderCancelForm(forms.Form):
+class OrderCancelForm(NoColonLabels, forms.Form):
     reason = forms.CharField(max_length=300, required=False, label="Reason (shown in the history)")
 
 
-class ContactForm(CoordinatesMixin, forms.ModelForm):
+class ContactForm(NoColonLabels, CoordinatesMixin, forms.ModelForm):
     class Meta:
         model = Contact
         fields = [
@@ -176,14 +184,14 @@ class ContactForm(CoordinatesMixin, forms.ModelForm):
         labels = {"lat": "Latitude", "lng": "Longitude"}
 
 
-class DepotForm(forms.ModelForm):
+class DepotForm(NoColonLabels, forms.ModelForm):
     class Meta:
         model = Depot
         fields = ["name", "address", "lat", "lng", "is_active"]
         labels = {"lat": "Latitude", "lng": "Longitude", "is_active": "In use"}
 
 
-class VehicleForm(forms.ModelForm):
+class VehicleForm(NoColonLabels, forms.ModelForm):
     class Meta:
         model = Vehicle
         fields = ["name", "registration", "depot", "capacity", "is_active"]
@@ -194,7 +202,7 @@ class VehicleForm(forms.ModelForm):
         self.fields["depot"].queryset = Depot.objects.filter(organization=organization)
 
 
-class DriverForm(forms.Form):
+class DriverForm(NoColonLabels, forms.Form):
     first_name = forms.CharField(max_length=150)
     last_name = forms.CharField(max_length=150, required=False)
     username = forms.RegexField(
@@ -259,7 +267,7 @@ class DriverForm(forms.Form):
         return {name: self.cleaned_data[name] for name in names}
 
 
-class ShiftForm(forms.Form):
+class ShiftForm(NoColonLabels, forms.Form):
     date = forms.DateField(widget=DateInput())
     start = forms.TimeField(widget=TimeInput(), label="Starts")
     end = forms.TimeField(widget=TimeInput(), label="Ends", help_text="Before the start means the next morning.")

@@ -3,7 +3,7 @@
 from datetime import date
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 
 from dispatch.models import (
     Contact,
@@ -103,7 +103,8 @@ def order_list(
             | Q(recipient_phone__icontains=word)
             | Q(recipient_email__icontains=word)
         )
-    return orders.order_by("service_date", "window_start", "pk")
+    # Orders with a window first (by its start); "any time" orders after them.
+    return orders.order_by("service_date", F("window_start").asc(nulls_last=True), "pk")
 
 
 def order_detail(*, user: AbstractBaseUser, pk: int) -> Order | None:
