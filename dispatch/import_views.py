@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods
 
 from dispatch import imports, services
-from dispatch.forms import DateInput
+from dispatch.forms import DateInput, NoColonLabels
 from dispatch.permissions import portal_view
 from dispatch.timeutils import local_today
 
@@ -34,7 +34,7 @@ PREVIEW_ROWS = 20
 CLAIM_SECONDS = 300
 
 
-class UploadForm(forms.Form):
+class UploadForm(NoColonLabels, forms.Form):
     file = forms.FileField(
         label="CSV file",
         widget=forms.FileInput(attrs={"accept": ".csv,text/csv"}),
@@ -57,7 +57,7 @@ class UploadForm(forms.Form):
         return data
 
 
-class ColumnMappingForm(forms.Form):
+class ColumnMappingForm(NoColonLabels, forms.Form):
     """One select per column we know, listing the file's headers."""
 
     def __init__(self, *args: Any, headers: list[str], **kwargs: Any) -> None:
