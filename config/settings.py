@@ -178,7 +178,9 @@ if env("EMAIL_URL", default=""):
 # --- Security -------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", default=False) else None
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", default=False) else None
+)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
@@ -194,9 +196,7 @@ X_FRAME_OPTIONS = "DENY"
 
 # Where map tiles come from. OSM's public tiles have no SLA and forbid heavy use: set your own.
 MAP_TILE_URL = env("MAP_TILE_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png")
-MAP_TILE_ATTRIBUTION = env(
-    "MAP_TILE_ATTRIBUTION", default="&copy; OpenStreetMap contributors"
-)
+MAP_TILE_ATTRIBUTION = env("MAP_TILE_ATTRIBUTION", default="&copy; OpenStreetMap contributors")
 _tile_origin = "/".join(MAP_TILE_URL.split("/")[:3]).replace("{s}.", "*.")
 
 # Enforced CSP: no inline scripts or styles anywhere; our JS and CSS live in static files.

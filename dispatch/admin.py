@@ -108,17 +108,13 @@ class TenantAdmin(admin.ModelAdmin):
                 response.render()  # inside the override: rendering is otherwise deferred
         return response
 
-    def _organization_tz(
-        self, request: HttpRequest, object_id: str | None
-    ) -> zoneinfo.ZoneInfo | None:
+    def _organization_tz(self, request: HttpRequest, object_id: str | None) -> zoneinfo.ZoneInfo | None:
         try:
             if object_id:
                 rows = self.model._default_manager.filter(pk=object_id)
                 name = rows.values_list("organization__timezone", flat=True).first()
             else:
-                organization_id = request.POST.get("organization") or request.GET.get(
-                    "organization"
-                )
+                organization_id = request.POST.get("organization") or request.GET.get("organization")
                 if not organization_id:
                     return None
                 rows = Organization.objects.filter(pk=organization_id)
@@ -332,9 +328,7 @@ class OrderEventInline(ReadOnlyInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[StopEvent]:
         return (
-            super()
-            .get_queryset(request)
-            .select_related("actor", "stop__route__driver__user", "stop__order")
+            super().get_queryset(request).select_related("actor", "stop__route__driver__user", "stop__order")
         )
 
 
@@ -435,9 +429,7 @@ class OrderAdmin(TenantAdmin):
         # is then refused) and leaves a "created"/"updated" StopEvent naming the staff user.
         if change:
             fields = {
-                name: form.cleaned_data[name]
-                for name in form.changed_data
-                if name in ORDER_EDITABLE_FIELDS
+                name: form.cleaned_data[name] for name in form.changed_data if name in ORDER_EDITABLE_FIELDS
             }
             if fields:
                 order_update(order=obj, by=request.user, **fields)
@@ -453,9 +445,7 @@ class OrderAdmin(TenantAdmin):
         cancelled, refused = 0, []
         for order in queryset.order_by("pk"):
             try:
-                order_cancel(
-                    order=order, by=request.user, reason="Cancelled by staff in the admin."
-                )
+                order_cancel(order=order, by=request.user, reason="Cancelled by staff in the admin.")
             except IllegalTransition as exc:
                 refused.append(f"{order}: {exc}")
             else:

@@ -78,7 +78,9 @@ class OrderViewSet(
             if fields.get(name) is not None:
                 row = visible(self.request.user).filter(pk=fields[name]).first()
                 if row is None:
-                    raise ValidationError({name: f"No {name.replace('_', ' ')} with id {fields[name]} in your organisation."})
+                    raise ValidationError(
+                        {name: f"No {name.replace('_', ' ')} with id {fields[name]} in your organisation."}
+                    )
                 fields[name] = row
         return fields
 
@@ -112,7 +114,9 @@ class OrderViewSet(
         order = self.get_object()
         data = OrderCancelInput(data=request.data)
         data.is_valid(raise_exception=True)
-        order = services.order_cancel(order=order, by=request.user, reason=data.validated_data.get("reason", ""))
+        order = services.order_cancel(
+            order=order, by=request.user, reason=data.validated_data.get("reason", "")
+        )
         return Response(OrderSerializer(order).data)
 
     @extend_schema(request=OrderInput(many=True), responses={201: BulkResult})

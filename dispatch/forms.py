@@ -64,7 +64,11 @@ class OrderFilterForm(NoColonLabels, forms.Form):
     date = forms.DateField(required=False, widget=DateInput())
     status = forms.ChoiceField(
         required=False,
-        choices=[("", "Any status"), ("open", "Open (not finished)"), ("needs_location", "Needs location")]
+        choices=[
+            ("", "Any status"),
+            ("open", "Open (not finished)"),
+            ("needs_location", "Needs location"),
+        ]
         + list(Order.Status.choices),
     )
     depot = forms.ModelChoiceField(queryset=Depot.objects.none(), required=False, empty_label="Any depot")
@@ -100,7 +104,9 @@ class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
         queryset=Driver.objects.none(), required=False, label="Only this driver"
     )
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    contact = forms.ModelChoiceField(queryset=Contact.objects.none(), required=False, widget=forms.HiddenInput)
+    contact = forms.ModelChoiceField(
+        queryset=Contact.objects.none(), required=False, widget=forms.HiddenInput
+    )
     version = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
@@ -119,7 +125,9 @@ class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
             "kind", "external_ref", "recipient_name", "recipient_phone", "recipient_email", "address",
             "lat", "lng", "service_date", "service_minutes", "parcels", "priority", "instructions", "version",
         )}  # fmt: skip
-        initial.update(depot=order.depot_id, required_driver=order.required_driver_id, contact=order.contact_id)
+        initial.update(
+            depot=order.depot_id, required_driver=order.required_driver_id, contact=order.contact_id
+        )
         if order.window_start:
             initial["window_from"] = order.window_start.astimezone(tz).time()
         if order.window_end:
@@ -145,7 +153,9 @@ class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
         data = super().clean()
         day, start, end = data.get("service_date"), data.get("window_from"), data.get("window_to")
         if (start is None) != (end is None):
-            self.add_error("window_to" if start else "window_from", "Give both ends of the window, or neither.")
+            self.add_error(
+                "window_to" if start else "window_from", "Give both ends of the window, or neither."
+            )
         data["window_start"] = self._instant(day, start, "window_from")
         data["window_end"] = self._instant(day, end, "window_to")
         if data["window_start"] and data["window_end"] and data["window_end"] <= data["window_start"]:
@@ -180,7 +190,10 @@ class ContactForm(NoColonLabels, CoordinatesMixin, forms.ModelForm):
             "name", "company", "phone", "email", "address", "lat", "lng",
             "default_instructions", "default_service_minutes", "notes",
         ]  # fmt: skip
-        widgets = {"default_instructions": forms.Textarea(attrs={"rows": 2}), "notes": forms.Textarea(attrs={"rows": 2})}
+        widgets = {
+            "default_instructions": forms.Textarea(attrs={"rows": 2}),
+            "notes": forms.Textarea(attrs={"rows": 2}),
+        }
         labels = {"lat": "Latitude", "lng": "Longitude"}
 
 
@@ -263,17 +276,30 @@ class DriverForm(NoColonLabels, forms.Form):
         }
 
     def driver_fields(self) -> dict[str, Any]:
-        names = ("phone", "depot", "default_vehicle", "start_lat", "start_lng", "end_lat", "end_lng", "is_active")
+        names = (
+            "phone",
+            "depot",
+            "default_vehicle",
+            "start_lat",
+            "start_lng",
+            "end_lat",
+            "end_lng",
+            "is_active",
+        )
         return {name: self.cleaned_data[name] for name in names}
 
 
 class ShiftForm(NoColonLabels, forms.Form):
     date = forms.DateField(widget=DateInput())
     start = forms.TimeField(widget=TimeInput(), label="Starts")
-    end = forms.TimeField(widget=TimeInput(), label="Ends", help_text="Before the start means the next morning.")
+    end = forms.TimeField(
+        widget=TimeInput(), label="Ends", help_text="Before the start means the next morning."
+    )
     break_start = forms.TimeField(widget=TimeInput(), required=False, label="Break at")
     break_minutes = forms.IntegerField(min_value=0, max_value=240, initial=0, label="Break minutes")
-    vehicle = forms.ModelChoiceField(queryset=Vehicle.objects.none(), required=False, label="Vehicle (if not the usual)")
+    vehicle = forms.ModelChoiceField(
+        queryset=Vehicle.objects.none(), required=False, label="Vehicle (if not the usual)"
+    )
 
     def __init__(self, *args: Any, organization: Organization, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -303,7 +329,9 @@ class ShiftForm(NoColonLabels, forms.Form):
         if data.get("break_start"):
             brk = data["break_start"]
             try:
-                data["break_starts_at"] = local_datetime(day + timedelta(days=1) if brk < start else day, brk, tz)
+                data["break_starts_at"] = local_datetime(
+                    day + timedelta(days=1) if brk < start else day, brk, tz
+                )
             except ValidationError as exc:
                 self.add_error("break_start", exc)
         return data

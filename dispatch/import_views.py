@@ -74,9 +74,7 @@ class ColumnMappingForm(NoColonLabels, forms.Form):
                 empty_value=None,
                 required=column.required,
                 help_text=column.help,
-                error_messages={
-                    "required": f"Choose the column that holds the {column.label.lower()}."
-                },
+                error_messages={"required": f"Choose the column that holds the {column.label.lower()}."},
             )
 
     def clean(self) -> dict[str, Any]:
@@ -140,9 +138,7 @@ def _upload(request: HttpRequest) -> HttpResponse:
     if previous:
         default_storage.delete(previous["name"])
     token = uuid.uuid4().hex
-    name = default_storage.save(
-        f"imports/{org.pk}/{token}.csv", ContentFile(form.cleaned_data["file"])
-    )
+    name = default_storage.save(f"imports/{org.pk}/{token}.csv", ContentFile(form.cleaned_data["file"]))
     request.session[_session_key(request)] = {
         "token": token,
         "name": name,
@@ -265,9 +261,7 @@ def _service_errors(exc: ValidationError, result: imports.ImportResult) -> list[
     for message in exc.messages:
         head, sep, rest = message.partition(": ")
         if sep and head.startswith("Row ") and head[4:].isdigit():
-            errors.append(
-                imports.RowError(row=result.file_row(int(head[4:])), column="—", message=rest)
-            )
+            errors.append(imports.RowError(row=result.file_row(int(head[4:])), column="—", message=rest))
         else:
             errors.append(imports.RowError(row=0, column="—", message=message))
     return errors

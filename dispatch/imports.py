@@ -46,8 +46,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "external_ref",
         "External reference",
-        help="Your shop's order number; an order "
-        "already imported with the same reference is skipped.",
+        help="Your shop's order number; an order already imported with the same reference is skipped.",
         synonyms=(
             "reference",
             "ref",
@@ -101,8 +100,7 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "lat",
         "Latitude",
-        help="Decimal degrees, e.g. 52.5016. Without coordinates the order "
-        "is saved as “needs location”.",
+        help="Decimal degrees, e.g. 52.5016. Without coordinates the order is saved as “needs location”.",
         synonyms=("latitude", "breitengrad"),
     ),
     Column(
@@ -252,13 +250,11 @@ _SIGNATURES = (
     (b"%PDF", "This is a PDF, not a CSV file. Export the orders as CSV and upload that."),
     (
         b"\xff\xfe",
-        "The file is saved as UTF-16 (“Unicode text”). Save the file as CSV UTF-8 and "
-        "upload it again.",
+        "The file is saved as UTF-16 (“Unicode text”). Save the file as CSV UTF-8 and upload it again.",
     ),
     (
         b"\xfe\xff",
-        "The file is saved as UTF-16 (“Unicode text”). Save the file as CSV UTF-8 and "
-        "upload it again.",
+        "The file is saved as UTF-16 (“Unicode text”). Save the file as CSV UTF-8 and upload it again.",
     ),
 )
 
@@ -269,8 +265,7 @@ def _decode(data: bytes) -> str:
             raise ImportFileError(message)
     if b"\x00" in data[:65536]:
         raise ImportFileError(
-            "This is not a text CSV file (it contains binary data). Export the orders as CSV and "
-            "upload that."
+            "This is not a text CSV file (it contains binary data). Export the orders as CSV and upload that."
         )
     data = data.removeprefix(b"\xef\xbb\xbf")
     try:
@@ -438,9 +433,7 @@ def validate_rows(
     for number, cells in csv_file.rows:
         ref = checker.value(cells, "external_ref")
         if ref and ref in existing:
-            result.duplicates.append(
-                Duplicate(row=number, external_ref=ref, order_id=existing[ref])
-            )
+            result.duplicates.append(Duplicate(row=number, external_ref=ref, order_id=existing[ref]))
             continue
         fields, problems = checker.check(cells)
         if ref:
@@ -497,10 +490,7 @@ class _RowChecker:
         self.default_date = default_date
         self.width = len(csv_file.headers)
         self.depots = (
-            {
-                depot.name.casefold(): depot
-                for depot in Depot.objects.filter(organization=organization)
-            }
+            {depot.name.casefold(): depot for depot in Depot.objects.filter(organization=organization)}
             if "depot" in self.mapping
             else {}
         )
@@ -549,9 +539,7 @@ class _RowChecker:
         if email is not None:
             fields["recipient_email"] = email
         fields["kind"] = parse("kind", _choice, Order.Kind, Order.Kind.DELIVERY, "kind")
-        fields["priority"] = parse(
-            "priority", _choice, Order.Priority, Order.Priority.NORMAL, "priority"
-        )
+        fields["priority"] = parse("priority", _choice, Order.Priority, Order.Priority.NORMAL, "priority")
         service_minutes = parse("service_minutes", _whole, SERVICE_MINUTES_MAX)
         if service_minutes is not None:
             fields["service_minutes"] = service_minutes
@@ -565,9 +553,7 @@ class _RowChecker:
         if bool(lat_raw) != bool(lng_raw):
             missing = "lng" if lat_raw else "lat"
             problems.append((missing, "Give both latitude and longitude, or neither."))
-        fields["lat"], fields["lng"] = (
-            (lat, lng) if lat is not None and lng is not None else (None, None)
-        )
+        fields["lat"], fields["lng"] = (lat, lng) if lat is not None and lng is not None else (None, None)
 
         day = parse("service_date", _date)
         if day is None and not self.value(cells, "service_date"):
@@ -583,14 +569,8 @@ class _RowChecker:
             problems.append((name, "Give both ends of the window, or neither."))
         fields["window_start"] = self._instant(day, start, "window_start", problems)
         fields["window_end"] = self._instant(day, end, "window_end", problems)
-        if (
-            fields["window_start"]
-            and fields["window_end"]
-            and fields["window_end"] <= fields["window_start"]
-        ):
-            problems.append(
-                ("window_end", f"The window must end after it starts ({start_raw}–{end_raw}).")
-            )
+        if fields["window_start"] and fields["window_end"] and fields["window_end"] <= fields["window_start"]:
+            problems.append(("window_end", f"The window must end after it starts ({start_raw}–{end_raw})."))
 
         depot_name = self.value(cells, "depot")
         if depot_name:

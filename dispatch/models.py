@@ -6,7 +6,6 @@ dispatch.services; nothing here writes other rows or enqueues work.
 
 import uuid
 import zoneinfo
-from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -37,8 +36,7 @@ def _coordinates_in_range(prefix: str = "") -> list[models.CheckConstraint]:
             name=f"%(app_label)s_%(class)s_{lat}_range",
         ),
         models.CheckConstraint(
-            condition=Q(**{f"{lng}__isnull": True})
-            | Q(**{f"{lng}__gte": -180, f"{lng}__lte": 180}),
+            condition=Q(**{f"{lng}__isnull": True}) | Q(**{f"{lng}__gte": -180, f"{lng}__lte": 180}),
             name=f"%(app_label)s_%(class)s_{lng}_range",
         ),
         # A point is both coordinates or neither: half a point is a data error.
@@ -79,12 +77,8 @@ class Membership(models.Model):
         DRIVER = "driver", "Driver"
 
     # One organisation per user keeps every query's scope unambiguous.
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership"
-    )
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -122,14 +116,10 @@ class Depot(models.Model):
 
 
 class Vehicle(models.Model):
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="vehicles"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="vehicles")
     name = models.CharField(max_length=100, help_text="What dispatchers call it, e.g. “Van 3”.")
     registration = models.CharField(max_length=20, blank=True)
-    depot = models.ForeignKey(
-        Depot, on_delete=models.PROTECT, related_name="vehicles", null=True, blank=True
-    )
+    depot = models.ForeignKey(Depot, on_delete=models.PROTECT, related_name="vehicles", null=True, blank=True)
     capacity = models.PositiveIntegerField(help_text="How many parcels it carries at once.")
     is_active = models.BooleanField(default=True)
 
@@ -149,13 +139,9 @@ class Vehicle(models.Model):
 
 class Driver(models.Model):
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="drivers")
-    user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="driver"
-    )
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="driver")
     phone = models.CharField(max_length=32, blank=True)
-    depot = models.ForeignKey(
-        Depot, on_delete=models.PROTECT, related_name="drivers", null=True, blank=True
-    )
+    depot = models.ForeignKey(Depot, on_delete=models.PROTECT, related_name="drivers", null=True, blank=True)
     default_vehicle = models.ForeignKey(
         Vehicle, on_delete=models.SET_NULL, related_name="default_drivers", null=True, blank=True
     )
@@ -173,12 +159,12 @@ class Driver(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_absolute_url(self) -> str:
+        return reverse("dispatch:driver_edit", args=[self.pk])
+
     @property
     def name(self) -> str:
         return self.user.get_full_name() or self.user.get_username()
-
-    def get_absolute_url(self) -> str:
-        return reverse("dispatch:driver_edit", args=[self.pk])
 
 
 class Shift(models.Model):
@@ -225,9 +211,7 @@ class Shift(models.Model):
 class Contact(models.Model):
     """The address book: a saved customer and address with defaults for new orders."""
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="contacts"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="contacts")
     name = models.CharField(max_length=200)
     company = models.CharField(max_length=200, blank=True)
     phone = models.CharField(max_length=32, blank=True)
@@ -272,7 +256,13 @@ class Order(models.Model):
         NORMAL = "normal", "Normal"
         HIGH = "high", "High (must be served)"
 
-    OPEN_STATUSES = (Status.NEW, Status.PLANNED, Status.ASSIGNED, Status.OUT_FOR_DELIVERY, Status.FAILED)
+    OPEN_STATUSES = (
+        Status.NEW,
+        Status.PLANNED,
+        Status.ASSIGNED,
+        Status.OUT_FOR_DELIVERY,
+        Status.FAILED,
+    )
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="orders")
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -287,9 +277,7 @@ class Order(models.Model):
     contact = models.ForeignKey(
         Contact, on_delete=models.SET_NULL, related_name="orders", null=True, blank=True
     )
-    depot = models.ForeignKey(
-        Depot, on_delete=models.PROTECT, related_name="orders", null=True, blank=True
-    )
+    depot = models.ForeignKey(Depot, on_delete=models.PROTECT, related_name="orders", null=True, blank=True)
     recipient_name = models.CharField(max_length=200)
     recipient_phone = models.CharField(max_length=32, blank=True)
     recipient_email = models.EmailField(blank=True)
@@ -409,9 +397,7 @@ class Route(models.Model):
         COMPLETED = "completed", "Completed"
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="routes")
-    plan = models.ForeignKey(
-        Plan, on_delete=models.SET_NULL, related_name="routes", null=True, blank=True
-    )
+    plan = models.ForeignKey(Plan, on_delete=models.SET_NULL, related_name="routes", null=True, blank=True)
     date = models.DateField()
     depot = models.ForeignKey(Depot, on_delete=models.PROTECT, related_name="routes")
     driver = models.ForeignKey(Driver, on_delete=models.PROTECT, related_name="routes")
@@ -419,9 +405,7 @@ class Route(models.Model):
         Vehicle, on_delete=models.PROTECT, related_name="routes", null=True, blank=True
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
-    locked = models.BooleanField(
-        default=False, help_text="Re-optimisation leaves a locked route as it is."
-    )
+    locked = models.BooleanField(default=False, help_text="Re-optimisation leaves a locked route as it is.")
     planned_start = models.DateTimeField(null=True, blank=True)
     planned_end = models.DateTimeField(null=True, blank=True)
     planned_distance_m = models.PositiveIntegerField(null=True, blank=True)
@@ -495,13 +479,9 @@ class StopEvent(models.Model):
         SKIPPED = "skipped", "Skipped"
         NOTE = "note", "Note"
 
-    organization = models.ForeignKey(
-        Organization, on_delete=models.CASCADE, related_name="stop_events"
-    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="stop_events")
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="events")
-    stop = models.ForeignKey(
-        Stop, on_delete=models.PROTECT, related_name="events", null=True, blank=True
-    )
+    stop = models.ForeignKey(Stop, on_delete=models.PROTECT, related_name="events", null=True, blank=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     from_status = models.CharField(max_length=20, blank=True)
     to_status = models.CharField(max_length=20, blank=True)
@@ -525,4 +505,3 @@ class StopEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} · {self.order} · {self.at:%Y-%m-%d %H:%M}"
-

@@ -66,7 +66,12 @@ STOP_TRANSITIONS: dict[str, set[str]] = {
     T.SKIPPED: set(),
 }
 # The event recorded for a stop change that does not close the visit.
-_STOP_KIND = {T.EN_ROUTE: "en_route", T.ARRIVED: "arrived", T.FAILED: "failed", T.SKIPPED: "skipped"}
+_STOP_KIND = {
+    T.EN_ROUTE: "en_route",
+    T.ARRIVED: "arrived",
+    T.FAILED: "failed",
+    T.SKIPPED: "skipped",
+}
 
 
 def _check_transition(table: Mapping[str, set[str]], what: str, current: str, to: str) -> None:
@@ -302,7 +307,11 @@ def _order_build(organization: Organization, fields: Mapping[str, Any]) -> Order
 
 @transaction.atomic
 def order_create(
-    *, organization: Organization, by: AbstractBaseUser | None, at: datetime | None = None, **fields: Any
+    *,
+    organization: Organization,
+    by: AbstractBaseUser | None,
+    at: datetime | None = None,
+    **fields: Any,
 ) -> Order:
     """Create one order and its "created" event. Raises ValidationError with field messages."""
     order = _save(_order_build(organization, fields))
@@ -387,7 +396,9 @@ def order_update(
             "Reload it to see their changes, then make yours again."
         )
     if not current.is_open:
-        raise ValidationError(f"Order {current} is {current.get_status_display().lower()}; it can no longer be edited.")
+        raise ValidationError(
+            f"Order {current} is {current.get_status_display().lower()}; it can no longer be edited."
+        )
     _check_same_organization(current.organization, fields)
     changed = sorted(name for name, value in fields.items() if getattr(current, name) != value)
     for name, value in fields.items():
@@ -434,7 +445,11 @@ def order_transition(
         raise IllegalTransition("A pickup ends as picked up, not delivered.")
     if to == S.PICKED_UP and current.kind == Order.Kind.DELIVERY:
         raise IllegalTransition("A delivery ends as delivered, not picked up.")
-    updates: dict[str, Any] = {"status": to, "version": F("version") + 1, "updated_at": timezone.now()}
+    updates: dict[str, Any] = {
+        "status": to,
+        "version": F("version") + 1,
+        "updated_at": timezone.now(),
+    }
     if to == S.CANCELLED:
         updates["cancel_reason"] = reason
     claimed = Order.objects.filter(pk=current.pk, status=current.status).update(**updates)
@@ -448,9 +463,18 @@ def order_transition(
     return current
 
 
-def order_cancel(*, order: Order, by: AbstractBaseUser | None, reason: str = "", at: datetime | None = None) -> Order:
+def order_cancel(
+    *, order: Order, by: AbstractBaseUser | None, reason: str = "", at: datetime | None = None
+) -> Order:
     """Cancel an open order. Raises IllegalTransition if it is already delivered or cancelled."""
-    return order_transition(order=order, to=S.CANCELLED, by=by, at=at, reason=reason.strip(), kind=StopEvent.Kind.CANCELLED)
+    return order_transition(
+        order=order,
+        to=S.CANCELLED,
+        by=by,
+        at=at,
+        reason=reason.strip(),
+        kind=StopEvent.Kind.CANCELLED,
+    )
 
 
 # --- Routes and stops -----------------------------------------------------------------------
@@ -470,7 +494,14 @@ def route_create(
     """A draft route visiting `orders` in the given sequence (1, 2, …)."""
     _check_same_organization(organization, {"driver": driver, "depot": depot, "vehicle": vehicle})
     route = _save(
-        Route(organization=organization, driver=driver, depot=depot, date=date, vehicle=vehicle, plan=plan),
+        Route(
+            organization=organization,
+            driver=driver,
+            depot=depot,
+            date=date,
+            vehicle=vehicle,
+            plan=plan,
+        ),
         exclude=["plan"],
     )
     for sequence, order in enumerate(orders, start=1):
@@ -480,7 +511,9 @@ def route_create(
 
 
 @transaction.atomic
-def route_transition(*, route: Route, to: str, by: AbstractBaseUser | None, at: datetime | None = None) -> Route:
+def route_transition(
+    *, route: Route, to: str, by: AbstractBaseUser | None, at: datetime | None = None
+) -> Route:
     """Move a route along draft → published → in progress → completed. Raises IllegalTransition."""
     current = Route.objects.get(pk=route.pk)
     _check_transition(ROUTE_TRANSITIONS, "route", current.status, to)
@@ -537,7 +570,15 @@ def stop_transition(
         done = S.PICKED_UP if order.kind == Order.Kind.PICKUP else S.DELIVERED
         order_transition(order=order, to=done, by=by, at=at, stop=current, kind=done)
     elif to == T.FAILED:
-        order_transition(order=order, to=S.FAILED, by=by, at=at, stop=current, reason=reason.strip(), kind=StopEvent.Kind.FAILED)
+        order_transition(
+            order=order,
+            to=S.FAILED,
+            by=by,
+            at=at,
+            stop=current,
+            reason=reason.strip(),
+            kind=StopEvent.Kind.FAILED,
+        )
     else:
         _event(
             order=order, kind=_STOP_KIND[to], by=by, at=at, stop=current,

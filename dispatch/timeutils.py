@@ -13,7 +13,11 @@ from django.utils import timezone
 
 
 def local_datetime(day: date, at: time, tz: ZoneInfo) -> datetime:
-    """The aware instant for wall-clock `at` on `day` in `tz`. Raises ValidationError in a DST gap."""
+    """The UTC instant for wall-clock `at` on `day` in `tz`. Raises ValidationError in a DST gap.
+
+    UTC, not `tz`: Python subtracts two datetimes of one zone by wall clock, which gets a
+    window's length wrong across a DST change.
+    """
     naive = datetime.combine(day, at.replace(tzinfo=None, fold=0))
     aware = naive.replace(tzinfo=tz)
     if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive:
@@ -23,7 +27,7 @@ def local_datetime(day: date, at: time, tz: ZoneInfo) -> datetime:
             f"Choose {gap_end:%H:%M} or later, or a time before the change.",
             code="nonexistent_time",
         )
-    return aware
+    return aware.astimezone(UTC)
 
 
 def is_ambiguous(day: date, at: time, tz: ZoneInfo) -> bool:

@@ -24,17 +24,25 @@ from dispatch.forms import (
 from dispatch.permissions import portal_view
 from dispatch.selectors import (
     contact_list as select_contacts,
+)
+from dispatch.selectors import (
     contacts_visible_to,
     depots_visible_to,
-    driver_list as select_drivers,
     drivers_visible_to,
-    order_detail as select_order_detail,
-    order_list as select_orders,
     orders_visible_to,
     plans_visible_to,
     routes_visible_to,
     shifts_visible_to,
     vehicles_visible_to,
+)
+from dispatch.selectors import (
+    driver_list as select_drivers,
+)
+from dispatch.selectors import (
+    order_detail as select_order_detail,
+)
+from dispatch.selectors import (
+    order_list as select_orders,
 )
 from dispatch.timeutils import local_today
 
@@ -161,7 +169,12 @@ def order_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect(order)
     else:
         form = OrderForm(initial=OrderForm.initial_from_order(order), organization=org)
-    return render(request, "dispatch/order_form.html", _order_form_context(request, form, order), status=status)
+    return render(
+        request,
+        "dispatch/order_form.html",
+        _order_form_context(request, form, order),
+        status=status,
+    )
 
 
 @require_POST
@@ -216,7 +229,9 @@ def _contact_form_page(request: HttpRequest, contact=None) -> HttpResponse:
         else:
             messages.success(request, f"Saved {contact.name}.")
             return redirect("dispatch:contact_list")
-    return render(request, "dispatch/contact_form.html", {"nav": "contacts", "form": form, "contact": contact})
+    return render(
+        request, "dispatch/contact_form.html", {"nav": "contacts", "form": form, "contact": contact}
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -275,7 +290,12 @@ def driver_edit(request: HttpRequest, pk: int) -> HttpResponse:
     driver = get_object_or_404(drivers_visible_to(request.user), pk=pk)
     org = request.organization
     if request.method == "POST":
-        form = DriverForm(request.POST, organization=org, editing=True, initial=DriverForm.initial_from_driver(driver))
+        form = DriverForm(
+            request.POST,
+            organization=org,
+            editing=True,
+            initial=DriverForm.initial_from_driver(driver),
+        )
         if form.is_valid():
             data = form.cleaned_data
             try:
@@ -321,7 +341,11 @@ def shift_create(request: HttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"Shift added for {driver} on {form.cleaned_data['date']:%d %b %Y}.")
             return redirect(driver)
-    return render(request, "dispatch/shift_form.html", {"nav": "drivers", "form": form, "driver": driver, "shift": None})
+    return render(
+        request,
+        "dispatch/shift_form.html",
+        {"nav": "drivers", "form": form, "driver": driver, "shift": None},
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -341,7 +365,9 @@ def shift_edit(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         form = ShiftForm(initial=ShiftForm.initial_from_shift(shift), organization=request.organization)
     return render(
-        request, "dispatch/shift_form.html", {"nav": "drivers", "form": form, "driver": shift.driver, "shift": shift}
+        request,
+        "dispatch/shift_form.html",
+        {"nav": "drivers", "form": form, "driver": shift.driver, "shift": shift},
     )
 
 
@@ -362,7 +388,9 @@ def shift_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view
 def vehicle_list(request: HttpRequest) -> HttpResponse:
     return render(
-        request, "dispatch/vehicle_list.html", {"nav": "vehicles", "vehicles": vehicles_visible_to(request.user)}
+        request,
+        "dispatch/vehicle_list.html",
+        {"nav": "vehicles", "vehicles": vehicles_visible_to(request.user)},
     )
 
 
@@ -380,7 +408,9 @@ def _vehicle_form_page(request: HttpRequest, vehicle=None) -> HttpResponse:
         else:
             messages.success(request, f"Saved {vehicle}.")
             return redirect("dispatch:vehicle_list")
-    return render(request, "dispatch/vehicle_form.html", {"nav": "vehicles", "form": form, "vehicle": vehicle})
+    return render(
+        request, "dispatch/vehicle_form.html", {"nav": "vehicles", "form": form, "vehicle": vehicle}
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -398,7 +428,11 @@ def vehicle_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @portal_view
 def depot_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dispatch/depot_list.html", {"nav": "vehicles", "depots": depots_visible_to(request.user)})
+    return render(
+        request,
+        "dispatch/depot_list.html",
+        {"nav": "vehicles", "depots": depots_visible_to(request.user)},
+    )
 
 
 def _depot_form_page(request: HttpRequest, depot=None) -> HttpResponse:
@@ -436,7 +470,11 @@ def depot_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @portal_view
 def plan_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dispatch/plan_list.html", {"nav": "plans", "plans": plans_visible_to(request.user)[:50]})
+    return render(
+        request,
+        "dispatch/plan_list.html",
+        {"nav": "plans", "plans": plans_visible_to(request.user)[:50]},
+    )
 
 
 @require_GET

@@ -53,7 +53,9 @@ def org_admin(org):
 
 @pytest.fixture
 def other_dispatcher(other_org):
-    return MembershipFactory(organization=other_org, role=Membership.Role.DISPATCHER, user__username="rival").user
+    return MembershipFactory(
+        organization=other_org, role=Membership.Role.DISPATCHER, user__username="rival"
+    ).user
 
 
 @pytest.fixture

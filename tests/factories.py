@@ -90,7 +90,9 @@ class DriverFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def membership(obj, create, extracted, **kwargs):
         if create and not Membership.objects.filter(user=obj.user).exists():
-            Membership.objects.create(user=obj.user, organization=obj.organization, role=Membership.Role.DRIVER)
+            Membership.objects.create(
+                user=obj.user, organization=obj.organization, role=Membership.Role.DRIVER
+            )
 
 
 def _at(day: dt.date, hour: int, minute: int = 0, tz: str = "Europe/Berlin") -> dt.datetime:

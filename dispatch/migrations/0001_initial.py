@@ -9,7 +9,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,414 +17,1187 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Contact',
+            name="Contact",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('company', models.CharField(blank=True, max_length=200)),
-                ('phone', models.CharField(blank=True, max_length=32)),
-                ('email', models.EmailField(blank=True, max_length=254)),
-                ('address', models.CharField(max_length=300)),
-                ('lat', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('lng', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('default_instructions', models.TextField(blank=True)),
-                ('default_service_minutes', models.PositiveSmallIntegerField(default=5)),
-                ('notes', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("company", models.CharField(blank=True, max_length=200)),
+                ("phone", models.CharField(blank=True, max_length=32)),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                ("address", models.CharField(max_length=300)),
+                (
+                    "lat",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "lng",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ],
+                    ),
+                ),
+                ("default_instructions", models.TextField(blank=True)),
+                ("default_service_minutes", models.PositiveSmallIntegerField(default=5)),
+                ("notes", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Depot',
+            name="Depot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('address', models.CharField(max_length=300)),
-                ('lat', models.FloatField(validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('lng', models.FloatField(validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('is_active', models.BooleanField(default=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("address", models.CharField(max_length=300)),
+                (
+                    "lat",
+                    models.FloatField(
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ]
+                    ),
+                ),
+                (
+                    "lng",
+                    models.FloatField(
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ]
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Organization',
+            name="Organization",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(unique=True)),
-                ('timezone', models.CharField(default='UTC', help_text='IANA zone in which windows, shifts and “today” are read, e.g. Europe/Berlin.', max_length=64, validators=[dispatch.models.validate_timezone])),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(unique=True)),
+                (
+                    "timezone",
+                    models.CharField(
+                        default="UTC",
+                        help_text="IANA zone in which windows, shifts and “today” are read, e.g. Europe/Berlin.",
+                        max_length=64,
+                        validators=[dispatch.models.validate_timezone],
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Driver',
+            name="Driver",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('phone', models.CharField(blank=True, max_length=32)),
-                ('start_lat', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('start_lng', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('end_lat', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('end_lng', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('is_active', models.BooleanField(default=True)),
-                ('depot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='drivers', to='dispatch.depot')),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='driver', to=settings.AUTH_USER_MODEL)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='drivers', to='dispatch.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("phone", models.CharField(blank=True, max_length=32)),
+                (
+                    "start_lat",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "start_lng",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ],
+                    ),
+                ),
+                (
+                    "end_lat",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "end_lng",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ],
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "depot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="drivers",
+                        to="dispatch.depot",
+                    ),
+                ),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="driver",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="drivers",
+                        to="dispatch.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['user__first_name', 'user__last_name', 'user__username'],
+                "ordering": ["user__first_name", "user__last_name", "user__username"],
             },
         ),
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('kind', models.CharField(choices=[('delivery', 'Delivery'), ('pickup', 'Pickup (return to depot)')], default='delivery', max_length=10)),
-                ('external_ref', models.CharField(blank=True, help_text="Your shop's order number; unique within your organisation.", max_length=100, verbose_name='external reference')),
-                ('status', models.CharField(choices=[('new', 'New'), ('planned', 'Planned'), ('assigned', 'Assigned'), ('out_for_delivery', 'Out for delivery'), ('delivered', 'Delivered'), ('picked_up', 'Picked up'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='new', max_length=20)),
-                ('recipient_name', models.CharField(max_length=200)),
-                ('recipient_phone', models.CharField(blank=True, max_length=32)),
-                ('recipient_email', models.EmailField(blank=True, max_length=254)),
-                ('address', models.CharField(max_length=300)),
-                ('lat', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('lng', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('service_date', models.DateField()),
-                ('window_start', models.DateTimeField(blank=True, null=True)),
-                ('window_end', models.DateTimeField(blank=True, null=True)),
-                ('service_minutes', models.PositiveSmallIntegerField(default=5)),
-                ('parcels', models.PositiveIntegerField(default=1, help_text="Demand on the vehicle's capacity.")),
-                ('priority', models.CharField(choices=[('normal', 'Normal'), ('high', 'High (must be served)')], default='normal', max_length=10)),
-                ('instructions', models.TextField(blank=True)),
-                ('cancel_reason', models.CharField(blank=True, max_length=300)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('contact', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='orders', to='dispatch.contact')),
-                ('depot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='dispatch.depot')),
-                ('required_driver', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pinned_orders', to='dispatch.driver')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='orders', to='dispatch.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("delivery", "Delivery"), ("pickup", "Pickup (return to depot)")],
+                        default="delivery",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "external_ref",
+                    models.CharField(
+                        blank=True,
+                        help_text="Your shop's order number; unique within your organisation.",
+                        max_length=100,
+                        verbose_name="external reference",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("new", "New"),
+                            ("planned", "Planned"),
+                            ("assigned", "Assigned"),
+                            ("out_for_delivery", "Out for delivery"),
+                            ("delivered", "Delivered"),
+                            ("picked_up", "Picked up"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="new",
+                        max_length=20,
+                    ),
+                ),
+                ("recipient_name", models.CharField(max_length=200)),
+                ("recipient_phone", models.CharField(blank=True, max_length=32)),
+                ("recipient_email", models.EmailField(blank=True, max_length=254)),
+                ("address", models.CharField(max_length=300)),
+                (
+                    "lat",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "lng",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ],
+                    ),
+                ),
+                ("service_date", models.DateField()),
+                ("window_start", models.DateTimeField(blank=True, null=True)),
+                ("window_end", models.DateTimeField(blank=True, null=True)),
+                ("service_minutes", models.PositiveSmallIntegerField(default=5)),
+                (
+                    "parcels",
+                    models.PositiveIntegerField(default=1, help_text="Demand on the vehicle's capacity."),
+                ),
+                (
+                    "priority",
+                    models.CharField(
+                        choices=[("normal", "Normal"), ("high", "High (must be served)")],
+                        default="normal",
+                        max_length=10,
+                    ),
+                ),
+                ("instructions", models.TextField(blank=True)),
+                ("cancel_reason", models.CharField(blank=True, max_length=300)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="orders",
+                        to="dispatch.contact",
+                    ),
+                ),
+                (
+                    "depot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="orders",
+                        to="dispatch.depot",
+                    ),
+                ),
+                (
+                    "required_driver",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pinned_orders",
+                        to="dispatch.driver",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="orders",
+                        to="dispatch.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['service_date', 'window_start', 'pk'],
+                "ordering": ["service_date", "window_start", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('admin', 'Admin'), ('dispatcher', 'Dispatcher'), ('driver', 'Driver')], max_length=20)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='membership', to=settings.AUTH_USER_MODEL)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='dispatch.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("admin", "Admin"),
+                            ("dispatcher", "Dispatcher"),
+                            ("driver", "Driver"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="membership",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to="dispatch.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['organization', 'role', 'user__username'],
+                "ordering": ["organization", "role", "user__username"],
             },
         ),
         migrations.AddField(
-            model_name='depot',
-            name='organization',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='depots', to='dispatch.organization'),
+            model_name="depot",
+            name="organization",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="depots",
+                to="dispatch.organization",
+            ),
         ),
         migrations.AddField(
-            model_name='contact',
-            name='organization',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='contacts', to='dispatch.organization'),
+            model_name="contact",
+            name="organization",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="contacts",
+                to="dispatch.organization",
+            ),
         ),
         migrations.CreateModel(
-            name='Plan',
+            name="Plan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('date', models.DateField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=20)),
-                ('objective', models.CharField(choices=[('time', 'Minimise travel time'), ('distance', 'Minimise distance')], default='time', max_length=10)),
-                ('time_budget_seconds', models.PositiveSmallIntegerField(default=10, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(120)])),
-                ('options', models.JSONField(blank=True, default=dict)),
-                ('progress', models.JSONField(blank=True, default=dict)),
-                ('result', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('depot', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='plans', to='dispatch.depot')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='plans', to='dispatch.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("date", models.DateField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "objective",
+                    models.CharField(
+                        choices=[
+                            ("time", "Minimise travel time"),
+                            ("distance", "Minimise distance"),
+                        ],
+                        default="time",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "time_budget_seconds",
+                    models.PositiveSmallIntegerField(
+                        default=10,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(120),
+                        ],
+                    ),
+                ),
+                ("options", models.JSONField(blank=True, default=dict)),
+                ("progress", models.JSONField(blank=True, default=dict)),
+                ("result", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "depot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="plans",
+                        to="dispatch.depot",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="plans",
+                        to="dispatch.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Route',
+            name="Route",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('date', models.DateField()),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('published', 'Published'), ('in_progress', 'In progress'), ('completed', 'Completed')], default='draft', max_length=20)),
-                ('locked', models.BooleanField(default=False, help_text='Re-optimisation leaves a locked route as it is.')),
-                ('planned_start', models.DateTimeField(blank=True, null=True)),
-                ('planned_end', models.DateTimeField(blank=True, null=True)),
-                ('planned_distance_m', models.PositiveIntegerField(blank=True, null=True)),
-                ('planned_duration_s', models.PositiveIntegerField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('completed_at', models.DateTimeField(blank=True, null=True)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('depot', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='dispatch.depot')),
-                ('driver', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='dispatch.driver')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='routes', to='dispatch.organization')),
-                ('plan', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='routes', to='dispatch.plan')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("date", models.DateField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("published", "Published"),
+                            ("in_progress", "In progress"),
+                            ("completed", "Completed"),
+                        ],
+                        default="draft",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "locked",
+                    models.BooleanField(
+                        default=False, help_text="Re-optimisation leaves a locked route as it is."
+                    ),
+                ),
+                ("planned_start", models.DateTimeField(blank=True, null=True)),
+                ("planned_end", models.DateTimeField(blank=True, null=True)),
+                ("planned_distance_m", models.PositiveIntegerField(blank=True, null=True)),
+                ("planned_duration_s", models.PositiveIntegerField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("completed_at", models.DateTimeField(blank=True, null=True)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "depot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="routes",
+                        to="dispatch.depot",
+                    ),
+                ),
+                (
+                    "driver",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="routes",
+                        to="dispatch.driver",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="routes",
+                        to="dispatch.organization",
+                    ),
+                ),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="routes",
+                        to="dispatch.plan",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['date', 'driver__user__first_name'],
+                "ordering": ["date", "driver__user__first_name"],
             },
         ),
         migrations.CreateModel(
-            name='Stop',
+            name="Stop",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('public_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('sequence', models.PositiveSmallIntegerField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('en_route', 'En route'), ('arrived', 'Arrived'), ('completed', 'Completed'), ('failed', 'Failed'), ('skipped', 'Skipped')], default='pending', max_length=20)),
-                ('planned_arrival', models.DateTimeField(blank=True, null=True)),
-                ('eta', models.DateTimeField(blank=True, null=True)),
-                ('arrived_at', models.DateTimeField(blank=True, null=True)),
-                ('departed_at', models.DateTimeField(blank=True, null=True)),
-                ('failure_reason', models.CharField(blank=True, max_length=200)),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='stops', to='dispatch.order')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stops', to='dispatch.organization')),
-                ('route', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stops', to='dispatch.route')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("public_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("sequence", models.PositiveSmallIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("en_route", "En route"),
+                            ("arrived", "Arrived"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="pending",
+                        max_length=20,
+                    ),
+                ),
+                ("planned_arrival", models.DateTimeField(blank=True, null=True)),
+                ("eta", models.DateTimeField(blank=True, null=True)),
+                ("arrived_at", models.DateTimeField(blank=True, null=True)),
+                ("departed_at", models.DateTimeField(blank=True, null=True)),
+                ("failure_reason", models.CharField(blank=True, max_length=200)),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="stops",
+                        to="dispatch.order",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stops",
+                        to="dispatch.organization",
+                    ),
+                ),
+                (
+                    "route",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stops",
+                        to="dispatch.route",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['route', 'sequence'],
+                "ordering": ["route", "sequence"],
             },
         ),
         migrations.CreateModel(
-            name='StopEvent',
+            name="StopEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('created', 'Created'), ('updated', 'Updated'), ('located', 'Location set'), ('status', 'Status changed'), ('cancelled', 'Cancelled'), ('en_route', 'En route'), ('arrived', 'Arrived'), ('delivered', 'Delivered'), ('picked_up', 'Picked up'), ('failed', 'Failed'), ('skipped', 'Skipped'), ('note', 'Note')], max_length=20)),
-                ('from_status', models.CharField(blank=True, max_length=20)),
-                ('to_status', models.CharField(blank=True, max_length=20)),
-                ('reason', models.CharField(blank=True, max_length=200)),
-                ('note', models.TextField(blank=True)),
-                ('lat', models.FloatField(blank=True, null=True)),
-                ('lng', models.FloatField(blank=True, null=True)),
-                ('at', models.DateTimeField(help_text='When it happened (may precede when it was recorded).')),
-                ('recorded_at', models.DateTimeField(auto_now_add=True)),
-                ('notified_at', models.DateTimeField(blank=True, null=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='events', to='dispatch.order')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stop_events', to='dispatch.organization')),
-                ('stop', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='events', to='dispatch.stop')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("created", "Created"),
+                            ("updated", "Updated"),
+                            ("located", "Location set"),
+                            ("status", "Status changed"),
+                            ("cancelled", "Cancelled"),
+                            ("en_route", "En route"),
+                            ("arrived", "Arrived"),
+                            ("delivered", "Delivered"),
+                            ("picked_up", "Picked up"),
+                            ("failed", "Failed"),
+                            ("skipped", "Skipped"),
+                            ("note", "Note"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("from_status", models.CharField(blank=True, max_length=20)),
+                ("to_status", models.CharField(blank=True, max_length=20)),
+                ("reason", models.CharField(blank=True, max_length=200)),
+                ("note", models.TextField(blank=True)),
+                ("lat", models.FloatField(blank=True, null=True)),
+                ("lng", models.FloatField(blank=True, null=True)),
+                (
+                    "at",
+                    models.DateTimeField(help_text="When it happened (may precede when it was recorded)."),
+                ),
+                ("recorded_at", models.DateTimeField(auto_now_add=True)),
+                ("notified_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="events",
+                        to="dispatch.order",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stop_events",
+                        to="dispatch.organization",
+                    ),
+                ),
+                (
+                    "stop",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="events",
+                        to="dispatch.stop",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['at', 'pk'],
+                "ordering": ["at", "pk"],
             },
         ),
         migrations.CreateModel(
-            name='Vehicle',
+            name="Vehicle",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='What dispatchers call it, e.g. “Van 3”.', max_length=100)),
-                ('registration', models.CharField(blank=True, max_length=20)),
-                ('capacity', models.PositiveIntegerField(help_text='How many parcels it carries at once.')),
-                ('is_active', models.BooleanField(default=True)),
-                ('depot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='vehicles', to='dispatch.depot')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='vehicles', to='dispatch.organization')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(help_text="What dispatchers call it, e.g. “Van 3”.", max_length=100),
+                ),
+                ("registration", models.CharField(blank=True, max_length=20)),
+                (
+                    "capacity",
+                    models.PositiveIntegerField(help_text="How many parcels it carries at once."),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                (
+                    "depot",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="vehicles",
+                        to="dispatch.depot",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="vehicles",
+                        to="dispatch.organization",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Shift',
+            name="Shift",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('date', models.DateField(help_text='The local working day this shift belongs to.')),
-                ('starts_at', models.DateTimeField()),
-                ('ends_at', models.DateTimeField()),
-                ('break_starts_at', models.DateTimeField(blank=True, null=True)),
-                ('break_minutes', models.PositiveSmallIntegerField(default=0)),
-                ('start_lat', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('start_lng', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('end_lat', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-90), django.core.validators.MaxValueValidator(90)])),
-                ('end_lng', models.FloatField(blank=True, null=True, validators=[django.core.validators.MinValueValidator(-180), django.core.validators.MaxValueValidator(180)])),
-                ('driver', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='shifts', to='dispatch.driver')),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='shifts', to='dispatch.organization')),
-                ('vehicle', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='shifts', to='dispatch.vehicle')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "date",
+                    models.DateField(help_text="The local working day this shift belongs to."),
+                ),
+                ("starts_at", models.DateTimeField()),
+                ("ends_at", models.DateTimeField()),
+                ("break_starts_at", models.DateTimeField(blank=True, null=True)),
+                ("break_minutes", models.PositiveSmallIntegerField(default=0)),
+                (
+                    "start_lat",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "start_lng",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ],
+                    ),
+                ),
+                (
+                    "end_lat",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-90),
+                            django.core.validators.MaxValueValidator(90),
+                        ],
+                    ),
+                ),
+                (
+                    "end_lng",
+                    models.FloatField(
+                        blank=True,
+                        null=True,
+                        validators=[
+                            django.core.validators.MinValueValidator(-180),
+                            django.core.validators.MaxValueValidator(180),
+                        ],
+                    ),
+                ),
+                (
+                    "driver",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="shifts",
+                        to="dispatch.driver",
+                    ),
+                ),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="shifts",
+                        to="dispatch.organization",
+                    ),
+                ),
+                (
+                    "vehicle",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="shifts",
+                        to="dispatch.vehicle",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['date', 'starts_at'],
+                "ordering": ["date", "starts_at"],
             },
         ),
         migrations.AddField(
-            model_name='route',
-            name='vehicle',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='routes', to='dispatch.vehicle'),
+            model_name="route",
+            name="vehicle",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="routes",
+                to="dispatch.vehicle",
+            ),
         ),
         migrations.AddField(
-            model_name='driver',
-            name='default_vehicle',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='default_drivers', to='dispatch.vehicle'),
+            model_name="driver",
+            name="default_vehicle",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="default_drivers",
+                to="dispatch.vehicle",
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['organization', 'service_date', 'status'], name='dispatch_or_organiz_0e5385_idx'),
+            model_name="order",
+            index=models.Index(
+                fields=["organization", "service_date", "status"],
+                name="dispatch_or_organiz_0e5385_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['organization', 'status'], name='dispatch_or_organiz_40d1ed_idx'),
+            model_name="order",
+            index=models.Index(fields=["organization", "status"], name="dispatch_or_organiz_40d1ed_idx"),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.UniqueConstraint(condition=models.Q(('external_ref', ''), _negated=True), fields=('organization', 'external_ref'), name='order_external_ref_unique_per_org', violation_error_message='An order with this external reference already exists.'),
+            model_name="order",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("external_ref", ""), _negated=True),
+                fields=("organization", "external_ref"),
+                name="order_external_ref_unique_per_org",
+                violation_error_message="An order with this external reference already exists.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('window_start__isnull', True), ('window_end__isnull', True), ('window_end__gt', models.F('window_start')), _connector='OR'), name='order_window_end_after_start', violation_error_message='The window must end after it starts.'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("window_start__isnull", True),
+                    ("window_end__isnull", True),
+                    ("window_end__gt", models.F("window_start")),
+                    _connector="OR",
+                ),
+                name="order_window_end_after_start",
+                violation_error_message="The window must end after it starts.",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('parcels__gte', 0)), name='order_parcels_gte_0'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("parcels__gte", 0)), name="order_parcels_gte_0"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('lat__isnull', True), models.Q(('lat__gte', -90), ('lat__lte', 90)), _connector='OR'), name='dispatch_order_lat_range'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lat__isnull", True),
+                    models.Q(("lat__gte", -90), ("lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_order_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('lng__isnull', True), models.Q(('lng__gte', -180), ('lng__lte', 180)), _connector='OR'), name='dispatch_order_lng_range'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lng__isnull", True),
+                    models.Q(("lng__gte", -180), ("lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_order_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('lat__isnull', True), ('lng__isnull', True)), models.Q(('lat__isnull', False), ('lng__isnull', False)), _connector='OR'), name='dispatch_order_lat_lng_together'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("lat__isnull", True), ("lng__isnull", True)),
+                    models.Q(("lat__isnull", False), ("lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_order_lat_lng_together",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='depot',
-            constraint=models.UniqueConstraint(fields=('organization', 'name'), name='depot_name_unique'),
+            model_name="depot",
+            constraint=models.UniqueConstraint(fields=("organization", "name"), name="depot_name_unique"),
         ),
         migrations.AddConstraint(
-            model_name='depot',
-            constraint=models.CheckConstraint(condition=models.Q(('lat__isnull', True), models.Q(('lat__gte', -90), ('lat__lte', 90)), _connector='OR'), name='dispatch_depot_lat_range'),
+            model_name="depot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lat__isnull", True),
+                    models.Q(("lat__gte", -90), ("lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_depot_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='depot',
-            constraint=models.CheckConstraint(condition=models.Q(('lng__isnull', True), models.Q(('lng__gte', -180), ('lng__lte', 180)), _connector='OR'), name='dispatch_depot_lng_range'),
+            model_name="depot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lng__isnull", True),
+                    models.Q(("lng__gte", -180), ("lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_depot_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='depot',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('lat__isnull', True), ('lng__isnull', True)), models.Q(('lat__isnull', False), ('lng__isnull', False)), _connector='OR'), name='dispatch_depot_lat_lng_together'),
+            model_name="depot",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("lat__isnull", True), ("lng__isnull", True)),
+                    models.Q(("lat__isnull", False), ("lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_depot_lat_lng_together",
+            ),
         ),
         migrations.AddIndex(
-            model_name='contact',
-            index=models.Index(fields=['organization', 'name'], name='dispatch_co_organiz_235a36_idx'),
+            model_name="contact",
+            index=models.Index(fields=["organization", "name"], name="dispatch_co_organiz_235a36_idx"),
         ),
         migrations.AddConstraint(
-            model_name='contact',
-            constraint=models.CheckConstraint(condition=models.Q(('lat__isnull', True), models.Q(('lat__gte', -90), ('lat__lte', 90)), _connector='OR'), name='dispatch_contact_lat_range'),
+            model_name="contact",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lat__isnull", True),
+                    models.Q(("lat__gte", -90), ("lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_contact_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contact',
-            constraint=models.CheckConstraint(condition=models.Q(('lng__isnull', True), models.Q(('lng__gte', -180), ('lng__lte', 180)), _connector='OR'), name='dispatch_contact_lng_range'),
+            model_name="contact",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("lng__isnull", True),
+                    models.Q(("lng__gte", -180), ("lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_contact_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contact',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('lat__isnull', True), ('lng__isnull', True)), models.Q(('lat__isnull', False), ('lng__isnull', False)), _connector='OR'), name='dispatch_contact_lat_lng_together'),
+            model_name="contact",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("lat__isnull", True), ("lng__isnull", True)),
+                    models.Q(("lat__isnull", False), ("lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_contact_lat_lng_together",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='plan',
-            constraint=models.CheckConstraint(condition=models.Q(('time_budget_seconds__gte', 1), ('time_budget_seconds__lte', 120)), name='plan_time_budget_range'),
+            model_name="plan",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("time_budget_seconds__gte", 1), ("time_budget_seconds__lte", 120)),
+                name="plan_time_budget_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='stop',
-            constraint=models.UniqueConstraint(fields=('route', 'sequence'), name='stop_sequence_unique_per_route'),
+            model_name="stop",
+            constraint=models.UniqueConstraint(
+                fields=("route", "sequence"), name="stop_sequence_unique_per_route"
+            ),
         ),
         migrations.AddIndex(
-            model_name='stopevent',
-            index=models.Index(fields=['organization', 'at'], name='dispatch_st_organiz_b7b3a5_idx'),
+            model_name="stopevent",
+            index=models.Index(fields=["organization", "at"], name="dispatch_st_organiz_b7b3a5_idx"),
         ),
         migrations.AddIndex(
-            model_name='stopevent',
-            index=models.Index(fields=['notified_at'], name='stopevent_unnotified'),
+            model_name="stopevent",
+            index=models.Index(fields=["notified_at"], name="stopevent_unnotified"),
         ),
         migrations.AddConstraint(
-            model_name='vehicle',
-            constraint=models.UniqueConstraint(fields=('organization', 'name'), name='vehicle_name_unique'),
+            model_name="vehicle",
+            constraint=models.UniqueConstraint(fields=("organization", "name"), name="vehicle_name_unique"),
         ),
         migrations.AddConstraint(
-            model_name='vehicle',
-            constraint=models.CheckConstraint(condition=models.Q(('capacity__gte', 0)), name='vehicle_capacity_gte_0'),
+            model_name="vehicle",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("capacity__gte", 0)), name="vehicle_capacity_gte_0"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.UniqueConstraint(fields=('driver', 'date'), name='shift_one_per_driver_day'),
+            model_name="shift",
+            constraint=models.UniqueConstraint(fields=("driver", "date"), name="shift_one_per_driver_day"),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(('ends_at__gt', models.F('starts_at'))), name='shift_end_after_start'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("ends_at__gt", models.F("starts_at"))),
+                name="shift_end_after_start",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(('break_starts_at__isnull', True), models.Q(('break_starts_at__gte', models.F('starts_at')), ('break_starts_at__lt', models.F('ends_at'))), _connector='OR'), name='shift_break_inside_shift'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("break_starts_at__isnull", True),
+                    models.Q(
+                        ("break_starts_at__gte", models.F("starts_at")),
+                        ("break_starts_at__lt", models.F("ends_at")),
+                    ),
+                    _connector="OR",
+                ),
+                name="shift_break_inside_shift",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(('start_lat__isnull', True), models.Q(('start_lat__gte', -90), ('start_lat__lte', 90)), _connector='OR'), name='dispatch_shift_start_lat_range'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("start_lat__isnull", True),
+                    models.Q(("start_lat__gte", -90), ("start_lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_shift_start_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(('start_lng__isnull', True), models.Q(('start_lng__gte', -180), ('start_lng__lte', 180)), _connector='OR'), name='dispatch_shift_start_lng_range'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("start_lng__isnull", True),
+                    models.Q(("start_lng__gte", -180), ("start_lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_shift_start_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('start_lat__isnull', True), ('start_lng__isnull', True)), models.Q(('start_lat__isnull', False), ('start_lng__isnull', False)), _connector='OR'), name='dispatch_shift_start_lat_start_lng_together'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("start_lat__isnull", True), ("start_lng__isnull", True)),
+                    models.Q(("start_lat__isnull", False), ("start_lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_shift_start_lat_start_lng_together",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(('end_lat__isnull', True), models.Q(('end_lat__gte', -90), ('end_lat__lte', 90)), _connector='OR'), name='dispatch_shift_end_lat_range'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("end_lat__isnull", True),
+                    models.Q(("end_lat__gte", -90), ("end_lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_shift_end_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(('end_lng__isnull', True), models.Q(('end_lng__gte', -180), ('end_lng__lte', 180)), _connector='OR'), name='dispatch_shift_end_lng_range'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("end_lng__isnull", True),
+                    models.Q(("end_lng__gte", -180), ("end_lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_shift_end_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shift',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('end_lat__isnull', True), ('end_lng__isnull', True)), models.Q(('end_lat__isnull', False), ('end_lng__isnull', False)), _connector='OR'), name='dispatch_shift_end_lat_end_lng_together'),
+            model_name="shift",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("end_lat__isnull", True), ("end_lng__isnull", True)),
+                    models.Q(("end_lat__isnull", False), ("end_lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_shift_end_lat_end_lng_together",
+            ),
         ),
         migrations.AddIndex(
-            model_name='route',
-            index=models.Index(fields=['organization', 'date', 'status'], name='dispatch_ro_organiz_885112_idx'),
+            model_name="route",
+            index=models.Index(
+                fields=["organization", "date", "status"], name="dispatch_ro_organiz_885112_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driver',
-            constraint=models.CheckConstraint(condition=models.Q(('start_lat__isnull', True), models.Q(('start_lat__gte', -90), ('start_lat__lte', 90)), _connector='OR'), name='dispatch_driver_start_lat_range'),
+            model_name="driver",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("start_lat__isnull", True),
+                    models.Q(("start_lat__gte", -90), ("start_lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_driver_start_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driver',
-            constraint=models.CheckConstraint(condition=models.Q(('start_lng__isnull', True), models.Q(('start_lng__gte', -180), ('start_lng__lte', 180)), _connector='OR'), name='dispatch_driver_start_lng_range'),
+            model_name="driver",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("start_lng__isnull", True),
+                    models.Q(("start_lng__gte", -180), ("start_lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_driver_start_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driver',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('start_lat__isnull', True), ('start_lng__isnull', True)), models.Q(('start_lat__isnull', False), ('start_lng__isnull', False)), _connector='OR'), name='dispatch_driver_start_lat_start_lng_together'),
+            model_name="driver",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("start_lat__isnull", True), ("start_lng__isnull", True)),
+                    models.Q(("start_lat__isnull", False), ("start_lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_driver_start_lat_start_lng_together",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driver',
-            constraint=models.CheckConstraint(condition=models.Q(('end_lat__isnull', True), models.Q(('end_lat__gte', -90), ('end_lat__lte', 90)), _connector='OR'), name='dispatch_driver_end_lat_range'),
+            model_name="driver",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("end_lat__isnull", True),
+                    models.Q(("end_lat__gte", -90), ("end_lat__lte", 90)),
+                    _connector="OR",
+                ),
+                name="dispatch_driver_end_lat_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driver',
-            constraint=models.CheckConstraint(condition=models.Q(('end_lng__isnull', True), models.Q(('end_lng__gte', -180), ('end_lng__lte', 180)), _connector='OR'), name='dispatch_driver_end_lng_range'),
+            model_name="driver",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("end_lng__isnull", True),
+                    models.Q(("end_lng__gte", -180), ("end_lng__lte", 180)),
+                    _connector="OR",
+                ),
+                name="dispatch_driver_end_lng_range",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='driver',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('end_lat__isnull', True), ('end_lng__isnull', True)), models.Q(('end_lat__isnull', False), ('end_lng__isnull', False)), _connector='OR'), name='dispatch_driver_end_lat_end_lng_together'),
+            model_name="driver",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("end_lat__isnull", True), ("end_lng__isnull", True)),
+                    models.Q(("end_lat__isnull", False), ("end_lng__isnull", False)),
+                    _connector="OR",
+                ),
+                name="dispatch_driver_end_lat_end_lng_together",
+            ),
         ),
     ]

@@ -141,9 +141,7 @@ def test_route_change_page_lists_its_stops_in_sequence(admin_client):
     StopFactory(route=route, sequence=2, order__external_ref="SECOND-STOP")
     StopFactory(route=route, sequence=1, order__external_ref="FIRST-STOP")
     StopFactory(order__external_ref="ELSEWHERE-STOP")
-    html = admin_client.get(
-        reverse("admin:dispatch_route_change", args=[route.pk])
-    ).content.decode()
+    html = admin_client.get(reverse("admin:dispatch_route_change", args=[route.pk])).content.decode()
     assert html.index("FIRST-STOP") < html.index("SECOND-STOP")
     assert "ELSEWHERE-STOP" not in html
 
@@ -255,9 +253,7 @@ def test_stop_events_cannot_be_added_or_deleted_in_admin(admin_client):
 
 def test_order_change_page_shows_its_history_read_only(admin_client):
     order = order_cancel(order=OrderFactory(), by=None, reason="customer moved away")
-    html = admin_client.get(
-        reverse("admin:dispatch_order_change", args=[order.pk])
-    ).content.decode()
+    html = admin_client.get(reverse("admin:dispatch_order_change", args=[order.pk])).content.decode()
     assert "customer moved away" in html and 'name="events-0-reason"' not in html
 
 

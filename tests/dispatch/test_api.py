@@ -38,12 +38,20 @@ def test_creating_an_order_answers_201_with_the_order(api, org):
 
 
 def test_naive_times_are_read_in_the_organisations_zone(api):
-    api.post("/api/v1/orders/", payload(window_start="2026-11-24T14:00", window_end="2026-11-24T16:00"), format="json")
+    api.post(
+        "/api/v1/orders/",
+        payload(window_start="2026-11-24T14:00", window_end="2026-11-24T16:00"),
+        format="json",
+    )
     assert Order.objects.get().window_start == dt.datetime(2026, 11, 24, 13, tzinfo=dt.UTC)
 
 
 def test_bad_fields_get_field_level_messages(api):
-    response = api.post("/api/v1/orders/", payload(lat=123, recipient_name="", window_end="2026-11-24T13:00:00+01:00"), format="json")
+    response = api.post(
+        "/api/v1/orders/",
+        payload(lat=123, recipient_name="", window_end="2026-11-24T13:00:00+01:00"),
+        format="json",
+    )
     errors = response.json()
     assert response.status_code == 400
     assert set(errors) >= {"lat", "recipient_name"}
@@ -75,13 +83,18 @@ def test_bulk_create_is_all_or_nothing(api, org):
 
 
 def test_bulk_create_refuses_an_oversized_batch(api):
-    response = api.post("/api/v1/orders/bulk/", [payload(external_ref=str(n)) for n in range(501)], format="json")
+    response = api.post(
+        "/api/v1/orders/bulk/", [payload(external_ref=str(n)) for n in range(501)], format="json"
+    )
     assert response.status_code == 400 and "At most 500" in str(response.json())
 
 
 def test_patch_with_a_stale_version_is_a_409(api, org):
     order = OrderFactory(organization=org)
-    assert api.patch(f"/api/v1/orders/{order.pk}/", {"parcels": 3, "version": 1}, format="json").status_code == 200
+    assert (
+        api.patch(f"/api/v1/orders/{order.pk}/", {"parcels": 3, "version": 1}, format="json").status_code
+        == 200
+    )
     response = api.patch(f"/api/v1/orders/{order.pk}/", {"parcels": 9, "version": 1}, format="json")
     assert response.status_code == 409 and "changed by someone else" in response.json()["detail"]
     order.refresh_from_db()
@@ -106,7 +119,12 @@ def test_list_filters_by_date_and_status(api, org):
 def test_openapi_schema_documents_the_orders_endpoints(client):
     response = client.get("/api/schema/", {"format": "json"})
     paths = response.json()["paths"]
-    assert {"/api/v1/orders/", "/api/v1/orders/{id}/", "/api/v1/orders/{id}/cancel/", "/api/v1/orders/bulk/"} <= set(paths)
+    assert {
+        "/api/v1/orders/",
+        "/api/v1/orders/{id}/",
+        "/api/v1/orders/{id}/cancel/",
+        "/api/v1/orders/bulk/",
+    } <= set(paths)
 
 
 def test_api_docs_page_loads_swagger_from_our_own_static_files(client):

@@ -249,9 +249,7 @@ def test_row_without_coordinates_is_saved_as_needing_a_location(dispatcher_clien
 
 
 @pytest.mark.django_db
-def test_another_organisations_dispatcher_cannot_confirm_the_upload(
-    dispatcher_client, other_dispatcher, org
-):
+def test_another_organisations_dispatcher_cannot_confirm_the_upload(dispatcher_client, other_dispatcher, org):
     token = _token(_upload(dispatcher_client, GOOD))
     rival = Client()
     rival.force_login(other_dispatcher)

@@ -69,7 +69,9 @@ def test_database_rejects_a_duplicate_reference_even_past_validation(org):
 
 def test_window_must_end_after_it_starts(org, dispatcher):
     with pytest.raises(ValidationError) as error:
-        services.order_create(organization=org, by=dispatcher, **order_fields(window_start=at(12), window_end=at(9)))
+        services.order_create(
+            organization=org, by=dispatcher, **order_fields(window_start=at(12), window_end=at(9))
+        )
     assert "end after it starts" in str(error.value)
     assert not Order.objects.exists()
 
@@ -143,7 +145,9 @@ def test_an_order_without_coordinates_needs_a_location(org, dispatcher):
 
 def test_editing_bumps_the_version_and_records_what_changed(org, dispatcher):
     order = services.order_create(organization=org, by=dispatcher, **order_fields())
-    updated = services.order_update(order=order, by=dispatcher, expected_version=1, parcels=4, instructions="Ring twice")
+    updated = services.order_update(
+        order=order, by=dispatcher, expected_version=1, parcels=4, instructions="Ring twice"
+    )
     assert (updated.version, updated.parcels) == (2, 4)
     assert updated.events.last().note == "Changed: instructions, parcels"
 
@@ -164,7 +168,11 @@ def test_a_delivered_order_can_no_longer_be_edited(org, dispatcher):
 
 
 def test_bulk_create_saves_all_rows_or_none(org, dispatcher):
-    rows = [order_fields(external_ref="A"), order_fields(external_ref="B", parcels=-2), order_fields(external_ref="C")]
+    rows = [
+        order_fields(external_ref="A"),
+        order_fields(external_ref="B", parcels=-2),
+        order_fields(external_ref="C"),
+    ]
     with pytest.raises(ValidationError) as error:
         services.orders_create_many(organization=org, by=dispatcher, rows=rows)
     assert any(message.startswith("Row 2:") for message in error.value.messages)
@@ -188,7 +196,12 @@ def test_cancelling_records_the_reason(org, dispatcher):
     cancelled = services.order_cancel(order=order, by=dispatcher, reason="Customer moved")
     assert (cancelled.status, cancelled.cancel_reason) == ("cancelled", "Customer moved")
     event = cancelled.events.get()
-    assert (event.kind, event.from_status, event.to_status, event.reason) == ("cancelled", "new", "cancelled", "Customer moved")
+    assert (event.kind, event.from_status, event.to_status, event.reason) == (
+        "cancelled",
+        "new",
+        "cancelled",
+        "Customer moved",
+    )
 
 
 @pytest.mark.parametrize("status", ["delivered", "cancelled", "picked_up"])
@@ -204,7 +217,10 @@ def test_a_closed_order_cannot_be_cancelled(org, dispatcher, status):
 
 LEGAL_ORDER_PATHS = [
     ("delivery", ["planned", "assigned", "out_for_delivery", "delivered"]),
-    ("delivery", ["assigned", "out_for_delivery", "failed", "assigned", "out_for_delivery", "delivered"]),
+    (
+        "delivery",
+        ["assigned", "out_for_delivery", "failed", "assigned", "out_for_delivery", "delivered"],
+    ),
     ("pickup", ["assigned", "out_for_delivery", "picked_up"]),
     ("delivery", ["planned", "cancelled"]),
 ]
@@ -256,10 +272,16 @@ def test_publishing_and_starting_a_route_moves_its_orders_along(org, dispatcher)
     assert stop.order.status == "assigned"
     route = services.route_transition(route=route, to=Route.Status.IN_PROGRESS, by=dispatcher, at=at(8))
     stop.order.refresh_from_db()
-    assert (route.status, route.started_at, stop.order.status) == ("in_progress", at(8), "out_for_delivery")
+    assert (route.status, route.started_at, stop.order.status) == (
+        "in_progress",
+        at(8),
+        "out_for_delivery",
+    )
 
 
-@pytest.mark.parametrize(("start", "to"), [("draft", "in_progress"), ("draft", "completed"), ("completed", "draft")])
+@pytest.mark.parametrize(
+    ("start", "to"), [("draft", "in_progress"), ("draft", "completed"), ("completed", "draft")]
+)
 def test_illegal_route_transitions_are_refused(org, dispatcher, start, to):
     route = RouteFactory(organization=org, status=start)
     with pytest.raises(services.IllegalTransition):
@@ -280,8 +302,17 @@ def test_completing_a_stop_delivers_its_order(org, dispatcher):
     stop = _stop_on_started_route(org, dispatcher)
     services.stop_transition(stop=stop, to=Stop.Status.ARRIVED, by=dispatcher, at=at(10))
     stop = services.stop_transition(stop=stop, to=Stop.Status.COMPLETED, by=dispatcher, at=at(10, 4))
-    assert (stop.arrived_at, stop.departed_at, stop.order.status) == (at(10), at(10, 4), "delivered")
-    assert [e.kind for e in stop.order.events.filter(stop=stop)] == ["status", "status", "arrived", "delivered"]
+    assert (stop.arrived_at, stop.departed_at, stop.order.status) == (
+        at(10),
+        at(10, 4),
+        "delivered",
+    )
+    assert [e.kind for e in stop.order.events.filter(stop=stop)] == [
+        "status",
+        "status",
+        "arrived",
+        "delivered",
+    ]
 
 
 def test_completing_a_pickup_stop_marks_it_picked_up(org, dispatcher):
@@ -297,7 +328,11 @@ def test_a_failed_stop_needs_a_reason_and_fails_the_order(org, dispatcher):
     with pytest.raises(services.IllegalTransition):
         services.stop_transition(stop=stop, to="failed", by=dispatcher, reason="  ")
     stop = services.stop_transition(stop=stop, to="failed", by=dispatcher, reason="Nobody home")
-    assert (stop.status, stop.failure_reason, stop.order.status) == ("failed", "Nobody home", "failed")
+    assert (stop.status, stop.failure_reason, stop.order.status) == (
+        "failed",
+        "Nobody home",
+        "failed",
+    )
 
 
 def test_a_completed_stop_cannot_be_completed_again(org, dispatcher):
@@ -311,7 +346,9 @@ def test_a_completed_stop_cannot_be_completed_again(org, dispatcher):
 
 
 def test_creating_a_driver_creates_their_login_and_membership(org):
-    driver = services.driver_create(organization=org, username="kim", first_name="Kim", password="s3cret-pass!")
+    driver = services.driver_create(
+        organization=org, username="kim", first_name="Kim", password="s3cret-pass!"
+    )
     assert driver.user.check_password("s3cret-pass!")
     assert driver.user.membership.role == "driver"
 

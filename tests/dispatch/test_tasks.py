@@ -1,4 +1,5 @@
 import datetime as dt
+import io
 import os
 
 from django.core.files.base import ContentFile
@@ -30,8 +31,8 @@ def test_purge_with_no_uploads_folder_does_nothing(db):
 
 
 def test_setup_schedules_is_idempotent(db):
-    call_command("setup_schedules", stdout=open(os.devnull, "w"))
-    call_command("setup_schedules", stdout=open(os.devnull, "w"))
+    call_command("setup_schedules", stdout=io.StringIO())
+    call_command("setup_schedules", stdout=io.StringIO())
     schedule = Schedule.objects.get(name="purge abandoned order imports")
     assert schedule.func == "dispatch.tasks.purge_import_uploads"
     assert Schedule.objects.count() == 1

@@ -26,7 +26,10 @@ def html(response) -> str:
 
 
 def test_order_list_filters_by_text_status_date_and_depot(dispatcher_client, org):
-    north, south = DepotFactory(organization=org, name="North"), DepotFactory(organization=org, name="South")
+    north, south = (
+        DepotFactory(organization=org, name="North"),
+        DepotFactory(organization=org, name="South"),
+    )
     OrderFactory(organization=org, recipient_name="Grace Hopper", depot=north)
     OrderFactory(organization=org, recipient_name="Alan Turing", depot=south, status="assigned")
     OrderFactory(organization=org, recipient_name="Edsger Dijkstra", service_date=DAY + dt.timedelta(days=1))
@@ -44,7 +47,9 @@ def test_order_list_filters_by_text_status_date_and_depot(dispatcher_client, org
 
 def test_order_list_htmx_request_returns_only_the_table(dispatcher_client, org):
     OrderFactory(organization=org, recipient_name="Grace Hopper")
-    response = dispatcher_client.get(reverse("dispatch:order_list"), {"q": "grace"}, headers={"HX-Request": "true"})
+    response = dispatcher_client.get(
+        reverse("dispatch:order_list"), {"q": "grace"}, headers={"HX-Request": "true"}
+    )
     body = html(response)
     assert "Grace Hopper" in body and 'id="order-table"' in body
     assert "<html" not in body and "<form" not in body
@@ -60,7 +65,9 @@ def test_order_list_paginates_with_plain_links_that_keep_the_filters(dispatcher_
     assert page2.count("Paged Person") == 5
 
 
-def test_order_list_query_count_does_not_grow_with_orders(dispatcher_client, org, django_assert_max_num_queries):
+def test_order_list_query_count_does_not_grow_with_orders(
+    dispatcher_client, org, django_assert_max_num_queries
+):
     depot = DepotFactory(organization=org)
     for _ in range(30):
         OrderFactory(organization=org, depot=depot)
@@ -147,7 +154,9 @@ def test_saving_a_stale_edit_form_is_a_409_and_keeps_the_other_change(dispatcher
     order = OrderFactory(organization=org, parcels=1)
     url = reverse("dispatch:order_edit", args=[order.pk])
     dispatcher_client.post(url, order_post(external_ref=order.external_ref, parcels="3", version="1"))
-    response = dispatcher_client.post(url, order_post(external_ref=order.external_ref, parcels="9", version="1"))
+    response = dispatcher_client.post(
+        url, order_post(external_ref=order.external_ref, parcels="9", version="1")
+    )
     order.refresh_from_db()
     assert response.status_code == 409
     assert "changed by someone else" in html(response)
@@ -172,7 +181,9 @@ def test_order_edit_page_has_the_map_picker(dispatcher_client, org):
 
 def test_cancelling_an_order_from_its_page(dispatcher_client, org):
     order = OrderFactory(organization=org)
-    response = dispatcher_client.post(reverse("dispatch:order_cancel", args=[order.pk]), {"reason": "Shop asked"})
+    response = dispatcher_client.post(
+        reverse("dispatch:order_cancel", args=[order.pk]), {"reason": "Shop asked"}
+    )
     order.refresh_from_db()
     assert response.status_code == 302
     assert (order.status, order.cancel_reason) == ("cancelled", "Shop asked")
@@ -210,7 +221,13 @@ def test_contacts_search_and_create(dispatcher_client, org):
     assert "Barbara Liskov" in body and "Donald Knuth" not in body
     response = dispatcher_client.post(
         reverse("dispatch:contact_create"),
-        {"name": "Frances Allen", "address": "Torstraße 1, Berlin", "lat": "52.53", "lng": "13.40", "default_service_minutes": "4"},
+        {
+            "name": "Frances Allen",
+            "address": "Torstraße 1, Berlin",
+            "lat": "52.53",
+            "lng": "13.40",
+            "default_service_minutes": "4",
+        },
     )
     assert response.status_code == 302
     assert Contact.objects.get(name="Frances Allen").organization == org
@@ -231,7 +248,13 @@ def test_contact_with_only_latitude_is_refused(dispatcher_client):
 def test_adding_a_driver_with_a_login(dispatcher_client, org):
     response = dispatcher_client.post(
         reverse("dispatch:driver_create"),
-        {"first_name": "Lena", "last_name": "Kraft", "username": "lena", "password": "long-enough-1", "is_active": "on"},
+        {
+            "first_name": "Lena",
+            "last_name": "Kraft",
+            "username": "lena",
+            "password": "long-enough-1",
+            "is_active": "on",
+        },
     )
     driver = Driver.objects.get(user__username="lena")
     assert response.status_code == 302 and driver.organization == org
@@ -269,7 +292,9 @@ def test_a_second_shift_on_the_same_day_is_refused(dispatcher_client, org):
 
 
 def test_vehicle_capacity_cannot_be_negative(dispatcher_client):
-    body = html(dispatcher_client.post(reverse("dispatch:vehicle_create"), {"name": "Van X", "capacity": "-1"}))
+    body = html(
+        dispatcher_client.post(reverse("dispatch:vehicle_create"), {"name": "Van X", "capacity": "-1"})
+    )
     assert "greater than or equal to 0" in body
     assert not Vehicle.objects.exists()
 
@@ -277,7 +302,8 @@ def test_vehicle_capacity_cannot_be_negative(dispatcher_client):
 def test_editing_a_vehicle(dispatcher_client, org):
     vehicle = VehicleFactory(organization=org, name="Van 1", capacity=50)
     dispatcher_client.post(
-        reverse("dispatch:vehicle_edit", args=[vehicle.pk]), {"name": "Van 1", "capacity": "90", "is_active": "on"}
+        reverse("dispatch:vehicle_edit", args=[vehicle.pk]),
+        {"name": "Van 1", "capacity": "90", "is_active": "on"},
     )
     vehicle.refresh_from_db()
     assert vehicle.capacity == 90
@@ -286,13 +312,20 @@ def test_editing_a_vehicle(dispatcher_client, org):
 def test_creating_a_depot(dispatcher_client, org):
     dispatcher_client.post(
         reverse("dispatch:depot_create"),
-        {"name": "Tempelhof hub", "address": "Columbiadamm 10", "lat": "52.4800", "lng": "13.3900", "is_active": "on"},
+        {
+            "name": "Tempelhof hub",
+            "address": "Columbiadamm 10",
+            "lat": "52.4800",
+            "lng": "13.3900",
+            "is_active": "on",
+        },
     )
     assert org.depots.get().name == "Tempelhof hub"
 
 
 @pytest.mark.parametrize(
-    "name", ["dispatch:plan_list", "dispatch:report_list", "dispatch:vehicle_list", "dispatch:depot_list"]
+    "name",
+    ["dispatch:plan_list", "dispatch:report_list", "dispatch:vehicle_list", "dispatch:depot_list"],
 )
 def test_portal_pages_render_inside_the_layout(dispatcher_client, name):
     body = html(dispatcher_client.get(reverse(name)))
@@ -305,6 +338,8 @@ def test_pages_not_built_yet_say_so(dispatcher_client):
 
 
 def test_a_driver_is_sent_to_the_driver_app_after_login(client, driver):
-    response = client.post(reverse("login"), {"username": "driver1", "password": "correct-horse-battery"}, follow=True)
+    response = client.post(
+        reverse("login"), {"username": "driver1", "password": "correct-horse-battery"}, follow=True
+    )
     assert response.redirect_chain[-1][0] == reverse("tracking:driver_home")
     assert client.get(reverse("dispatch:order_list")).status_code == 403

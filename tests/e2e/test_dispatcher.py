@@ -16,7 +16,9 @@ def log_in(page: Page, base: str, username: str, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
-def test_dispatcher_creates_an_order_and_finds_it_in_the_filtered_list(live_server, page: Page, dispatcher, org, csp_violations):
+def test_dispatcher_creates_an_order_and_finds_it_in_the_filtered_list(
+    live_server, page: Page, dispatcher, org, csp_violations
+):
     DepotFactory(organization=org, name="Kreuzberg depot")
     OrderFactory(organization=org, recipient_name="Someone Else", external_ref="OTHER-1")
     log_in(page, live_server.url, "disp", "correct-horse-battery")
@@ -41,7 +43,9 @@ def test_dispatcher_creates_an_order_and_finds_it_in_the_filtered_list(live_serv
     order = Order.objects.get(external_ref="E2E-42")
     assert order.lat is not None and order.organization == org
 
-    page.get_by_role("link", name="Orders", exact=True).click()
+    with page.expect_navigation():
+        page.get_by_role("link", name="Orders", exact=True).click()
+    page.wait_for_load_state()  # htmx must have wired up the filter form before we type
     page.get_by_label("Search").fill("Weiskopf")
     # HTMX swaps the table in place and pushes the filter into the address bar.
     expect(page).to_have_url(re.compile(r"q=Weiskopf"))

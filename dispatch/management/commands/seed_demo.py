@@ -98,9 +98,7 @@ def seed_demo(data: DemoData, *, password: str) -> Organization:
     depot = services.depot_create(organization=organization, **data.depot)
     for person in data.drivers:
         person = dict(person)
-        vehicle = services.vehicle_create(
-            organization=organization, depot=depot, **person.pop("vehicle")
-        )
+        vehicle = services.vehicle_create(organization=organization, depot=depot, **person.pop("vehicle"))
         shift = person.pop("shift")
         driver = services.driver_create(
             organization=organization,
@@ -110,15 +108,11 @@ def seed_demo(data: DemoData, *, password: str) -> Organization:
             **person,
         )
         services.shift_create(driver=driver, vehicle=vehicle, **shift)
-    contacts = [
-        services.contact_create(organization=organization, **fields) for fields in data.contacts
-    ]
+    contacts = [services.contact_create(organization=organization, **fields) for fields in data.contacts]
     rows = []
     for fields in data.orders:
         source = fields["contact"]
-        rows.append(
-            {**fields, "depot": depot, "contact": None if source is None else contacts[source]}
-        )
+        rows.append({**fields, "depot": depot, "contact": None if source is None else contacts[source]})
     services.orders_create_many(organization=organization, by=admin, rows=rows)
     return organization
 
@@ -154,9 +148,7 @@ class Command(BaseCommand):
         tz = ZoneInfo(TIMEZONE)
         data = build_demo(local_today(tz), tz)
         taken = sorted(
-            get_user_model()
-            .objects.filter(username__in=data.usernames)
-            .values_list("username", flat=True)
+            get_user_model().objects.filter(username__in=data.usernames).values_list("username", flat=True)
         )
         if taken:
             raise CommandError(
@@ -379,8 +371,7 @@ class _Places:
         self.districts = list(demo_data.DISTRICT_WEIGHTS)
         self.district_weights = [demo_data.DISTRICT_WEIGHTS[d] for d in self.districts]
         self.segments = {
-            district: [s for s in demo_data.SEGMENTS if s.district == district]
-            for district in self.districts
+            district: [s for s in demo_data.SEGMENTS if s.district == district] for district in self.districts
         }
 
     def pick(self) -> tuple[str, float, float]:

@@ -20,7 +20,12 @@ class Command(BaseCommand):
         for name, (func, schedule_type, minutes) in SCHEDULES.items():
             _, created = Schedule.objects.update_or_create(
                 name=name,
-                defaults={"func": func, "schedule_type": schedule_type, "minutes": minutes, "repeats": -1},
+                defaults={
+                    "func": func,
+                    "schedule_type": schedule_type,
+                    "minutes": minutes,
+                    "repeats": -1,
+                },
             )
             self.stdout.write(f"{'Created' if created else 'Updated'} schedule: {name} ({func})")
         # Only our own jobs are pruned; a schedule an admin added by hand is left alone.
