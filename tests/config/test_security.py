@@ -25,6 +25,7 @@ PASSWORD = "correct-horse-battery"  # tests.factories.UserFactory's password
 _SECURITY_ENV = {
     "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS",
     "SECURE_HSTS_PRELOAD", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "BEHIND_PROXY",
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 }  # fmt: skip
 
 

@@ -7,10 +7,6 @@ import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 
-# Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still
-# plain synchronous code, so tell Django not to refuse them.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 
 def pytest_collection_modifyitems(config, items):
     if shutil.which(CHROMIUM) or os.path.exists(CHROMIUM):
@@ -48,7 +44,11 @@ def _plain_http():
     saved = {name: getattr(settings, name) for name in names}
     for name in names:
         setattr(settings, name, False)
+    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still
+    # plain synchronous code, so tell Django not to refuse them (only while browser tests run).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     yield
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
     for name, value in saved.items():
         setattr(settings, name, value)
 
