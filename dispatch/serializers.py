@@ -1,6 +1,22 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import serializers
 
 from dispatch.models import Order
+from dispatch.timeutils import local_datetime
+
+
+class LocalDateTimeField(serializers.DateTimeField):
+    """A time with an offset is taken as sent; one without is wall-clock time in the
+    organisation's zone, under the same DST rule as the portal (dispatch.timeutils)."""
+
+    def enforce_timezone(self, value):
+        if timezone.is_aware(value):
+            return super().enforce_timezone(value)
+        try:
+            return local_datetime(value.date(), value.time(), timezone.get_current_timezone())
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -35,8 +51,8 @@ class OrderInput(serializers.Serializer):
     lat = serializers.FloatField(min_value=-90, max_value=90, required=False, allow_null=True)
     lng = serializers.FloatField(min_value=-180, max_value=180, required=False, allow_null=True)
     service_date = serializers.DateField()
-    window_start = serializers.DateTimeField(required=False, allow_null=True)
-    window_end = serializers.DateTimeField(required=False, allow_null=True)
+    window_start = LocalDateTimeField(required=False, allow_null=True)
+    window_end = LocalDateTimeField(required=False, allow_null=True)
     service_minutes = serializers.IntegerField(min_value=0, max_value=600, required=False)
     parcels = serializers.IntegerField(min_value=0, max_value=10000, required=False)
     priority = serializers.ChoiceField(choices=Order.Priority.choices, required=False)

@@ -36,12 +36,15 @@ def is_ambiguous(day: date, at: time, tz: ZoneInfo) -> bool:
 
 
 def _first_valid_after(naive: datetime, tz: ZoneInfo) -> datetime:
+    """The wall-clock time at which the clocks land when they jump over `naive`."""
     probe = naive
-    for _ in range(24 * 4):
-        probe += timedelta(minutes=15)
-        if probe.replace(tzinfo=tz).astimezone(UTC).astimezone(tz).replace(tzinfo=None) == probe:
-            return probe
-    return probe
+    for _ in range(24 * 60):  # gaps are an hour or less; a day bounds the search
+        probe -= timedelta(minutes=1)
+        aware = probe.replace(tzinfo=tz)
+        if aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == probe:
+            # `probe` is the last whole minute before the jump; one minute later is the jump.
+            return (aware.astimezone(UTC) + timedelta(minutes=1)).astimezone(tz).replace(tzinfo=None)
+    return naive
 
 
 def local_today(tz: ZoneInfo, now: datetime | None = None) -> date:

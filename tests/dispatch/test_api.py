@@ -46,6 +46,17 @@ def test_naive_times_are_read_in_the_organisations_zone(api):
     assert Order.objects.get().window_start == dt.datetime(2026, 11, 24, 13, tzinfo=dt.UTC)
 
 
+def test_a_naive_time_skipped_by_the_clock_change_is_refused_with_the_next_valid_time(api):
+    response = api.post(
+        "/api/v1/orders/",
+        payload(service_date="2027-03-28", window_start="2027-03-28T02:30", window_end="2027-03-28T05:00"),
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "Choose 03:00 or later" in response.json()["window_start"][0]
+    assert not Order.objects.exists()
+
+
 def test_bad_fields_get_field_level_messages(api):
     response = api.post(
         "/api/v1/orders/",
