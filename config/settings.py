@@ -93,6 +93,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+    # A file, not memory: browser tests run a real qcluster process against the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -222,6 +224,14 @@ PERMISSIONS_POLICY = {
     "payment": [],
     "usb": [],
 }
+
+# --- Route planning ----------------------------------------------------------------------------
+# Travel times: an OSRM server's table API when ROUTING_URL is set (e.g. http://osrm:5000),
+# else great-circle distance × ROUTING_DETOUR at ROUTING_SPEED_KMH (dispatch.planner.matrix).
+ROUTING_URL = env("ROUTING_URL", default="")
+ROUTING_TIMEOUT = env.float("ROUTING_TIMEOUT", default=10.0)
+ROUTING_SPEED_KMH = env.float("ROUTING_SPEED_KMH", default=25.0)
+ROUTING_DETOUR = env.float("ROUTING_DETOUR", default=1.3)
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -39,6 +39,7 @@ class AuthTokenView(ObtainAuthToken):
 
 router = DefaultRouter()
 router.register("orders", dispatch_api.OrderViewSet, basename="order")
+router.register("plans", dispatch_api.PlanViewSet, basename="plan")
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

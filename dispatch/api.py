@@ -19,8 +19,16 @@ from dispatch.selectors import (
     drivers_visible_to,
     membership_for,
     orders_visible_to,
+    plans_visible_to,
 )
-from dispatch.serializers import BulkResult, OrderCancelInput, OrderInput, OrderSerializer
+from dispatch.serializers import (
+    BulkResult,
+    OrderCancelInput,
+    OrderInput,
+    OrderSerializer,
+    PlanInput,
+    PlanSerializer,
+)
 
 MAX_BULK = 500
 
@@ -141,3 +149,41 @@ class OrderViewSet(
             {"created": len(orders), "orders": OrderSerializer(orders, many=True).data},
             status=status.HTTP_201_CREATED,
         )
+
+
+class PlanViewSet(
+    OrganizationTimezoneMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Optimisation runs. POST starts one (202 with its id); GET it for progress and result."""
+
+    serializer_class = PlanSerializer
+    permission_classes = [IsPortalUser]
+
+    def get_queryset(self):
+        return plans_visible_to(self.request.user).order_by("-created_at")
+
+    @extend_schema(request=PlanInput, responses={202: PlanSerializer})
+    def create(self, request):
+        from dispatch.planning import plan_create
+
+        data = PlanInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        depot = depots_visible_to(request.user).filter(pk=values["depot"]).first()
+        if depot is None:
+            raise ValidationError({"depot": f"No depot with id {values['depot']} in your organisation."})
+        plan = plan_create(
+            organization=membership_for(request.user).organization,
+            by=request.user,
+            day=values["date"],
+            depot=depot,
+            driver_ids=values.get("drivers"),
+            order_ids=values.get("orders"),
+            objective=values["objective"],
+            time_budget_seconds=values["time_budget_seconds"],
+            balance=values["balance"],
+        )
+        return Response(PlanSerializer(plan).data, status=status.HTTP_202_ACCEPTED)

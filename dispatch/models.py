@@ -365,6 +365,9 @@ class Plan(models.Model):
     options = models.JSONField(default=dict, blank=True)
     progress = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
+    # The exact inputs the solver saw (points, matrices, jobs, vehicles), compressed, so a plan
+    # can be re-run and checked later even if orders or the road model changed since.
+    problem = models.BinaryField(null=True, blank=True, editable=False)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
@@ -410,6 +413,9 @@ class Route(models.Model):
     planned_end = models.DateTimeField(null=True, blank=True)
     planned_distance_m = models.PositiveIntegerField(null=True, blank=True)
     planned_duration_s = models.PositiveIntegerField(null=True, blank=True)
+    # Rules the current sequence breaks (late for a window, overloaded, past the shift's end),
+    # recomputed after every change so a dispatcher never accepts one silently.
+    violations = models.JSONField(default=list, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=1)

@@ -2,7 +2,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from rest_framework import serializers
 
-from dispatch.models import Order
+from dispatch.models import Order, Plan
 from dispatch.timeutils import local_datetime
 
 
@@ -77,3 +77,36 @@ class OrderCancelInput(serializers.Serializer):
 class BulkResult(serializers.Serializer):
     created = serializers.IntegerField()
     orders = OrderSerializer(many=True)
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    """A planning run: `progress` while it runs, `result` (routes, left-out orders with reasons,
+    totals) when it has succeeded."""
+
+    depot = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Plan
+        fields = [
+            "id", "date", "depot", "status", "objective", "time_budget_seconds", "options",
+            "progress", "result", "error", "created_at", "started_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class PlanInput(serializers.Serializer):
+    date = serializers.DateField()
+    depot = serializers.IntegerField()
+    drivers = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="Driver ids; default: everyone with a shift that day.",
+    )
+    orders = serializers.ListField(
+        child=serializers.IntegerField(),
+        required=False,
+        help_text="Order ids; default: every open order of the day.",
+    )
+    objective = serializers.ChoiceField(choices=["time", "distance"], default="time")
+    time_budget_seconds = serializers.IntegerField(min_value=1, max_value=120, default=10)
+    balance = serializers.BooleanField(default=False)

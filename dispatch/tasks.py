@@ -12,3 +12,10 @@ def purge_import_uploads() -> int:
     if removed:
         logger.info("Removed %d abandoned order import upload(s)", removed)
     return removed
+
+
+def run_plan(plan_id: int) -> None:
+    """Solve one plan (dispatch.planning.plan_create queues it). A second run is a no-op."""
+    from dispatch.planning import plan_run
+
+    plan_run(plan_id=plan_id)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dispatch import import_views, views
+from dispatch import import_views, plan_views, views
 
 app_name = "dispatch"
 urlpatterns = [
@@ -25,8 +25,16 @@ urlpatterns = [
     path("depots/", views.depot_list, name="depot_list"),
     path("depots/new/", views.depot_create, name="depot_create"),
     path("depots/<int:pk>/edit/", views.depot_edit, name="depot_edit"),
-    path("plans/", views.plan_list, name="plan_list"),
-    path("plans/<int:pk>/", views.plan_detail, name="plan_detail"),
-    path("routes/<int:pk>/", views.route_detail, name="route_detail"),
+    path("plans/", plan_views.plan_list, name="plan_list"),
+    path("plans/<int:pk>/", plan_views.plan_detail, name="plan_detail"),
+    path("plans/replan/", plan_views.plan_replan, name="plan_replan"),
+    path("plans/<int:pk>/cancel/", plan_views.plan_cancel, name="plan_cancel"),
+    path("plans/<int:pk>/apply/", plan_views.plan_apply, name="plan_apply"),
+    path("plans/<int:pk>/publish/", plan_views.plan_publish, name="plan_publish"),
+    path("routes/<int:pk>/", plan_views.route_detail, name="route_detail"),
+    path("routes/<int:pk>/lock/", plan_views.route_lock, name="route_lock"),
+    path("routes/<int:pk>/swap/", plan_views.route_swap, name="route_swap"),
+    path("stops/<int:pk>/move/", plan_views.stop_move, name="stop_move"),
+    path("stops/<int:pk>/remove/", plan_views.stop_remove, name="stop_remove"),
     path("reports/", views.report_list, name="report_list"),
 ]

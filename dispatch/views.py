@@ -30,8 +30,6 @@ from dispatch.selectors import (
     depots_visible_to,
     drivers_visible_to,
     orders_visible_to,
-    plans_visible_to,
-    routes_visible_to,
     shifts_visible_to,
     vehicles_visible_to,
 )
@@ -464,32 +462,7 @@ def depot_edit(request: HttpRequest, pk: int) -> HttpResponse:
     return _depot_form_page(request, get_object_or_404(depots_visible_to(request.user), pk=pk))
 
 
-# --- Plans, routes, reports (planning arrives in issue #3, reports in #7) -------------------
-
-
-@require_GET
-@portal_view
-def plan_list(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "dispatch/plan_list.html",
-        {"nav": "plans", "plans": plans_visible_to(request.user)[:50]},
-    )
-
-
-@require_GET
-@portal_view
-def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    plan = get_object_or_404(plans_visible_to(request.user), pk=pk)
-    return render(request, "dispatch/plan_detail.html", {"nav": "plans", "plan": plan})
-
-
-@require_GET
-@portal_view
-def route_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    route = get_object_or_404(routes_visible_to(request.user), pk=pk)
-    stops = route.stops.select_related("order").order_by("sequence")
-    return render(request, "dispatch/route_detail.html", {"nav": "plans", "route": route, "stops": stops})
+# --- Reports (issue #7) ----------------------------------------------------------------------
 
 
 @require_GET

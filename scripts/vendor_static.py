@@ -30,6 +30,10 @@ FILES: dict[str, list[tuple[str, str]]] = {
         ("dist/images", "images"),
         ("LICENSE", "LICENSE"),
     ],
+    "sortablejs": [
+        ("Sortable.min.js", "Sortable.min.js"),
+        ("LICENSE", "LICENSE"),
+    ],
     "signature_pad": [
         ("dist/signature_pad.umd.min.js", "signature_pad.umd.min.js"),
         ("dist/signature_pad.umd.min.js.map", "signature_pad.umd.min.js.map"),

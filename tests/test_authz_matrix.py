@@ -19,7 +19,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from dispatch.models import Contact, Depot, Driver, Order, Shift, StopEvent, Vehicle
+from dispatch.models import Contact, Depot, Driver, Order, Plan, Route, Shift, Stop, StopEvent, Vehicle
 from dispatch.timeutils import local_today
 from tests.factories import (
     ContactFactory,
@@ -29,6 +29,7 @@ from tests.factories import (
     PlanFactory,
     RouteFactory,
     ShiftFactory,
+    StopFactory,
     UserFactory,
     VehicleFactory,
 )
@@ -85,6 +86,8 @@ EXPECTED: dict[str, Row] = {
     "order-detail":            Row(401,   403,  200,  200,  404,  403,  "order",  "order"),
     "order-bulk":              Row(401,   403,  405,  405,  405,  403,  None,     None),
     "order-cancel":            Row(401,   403,  405,  405,  405,  403,  "order",  None),
+    "plan-list":               Row(401,   403,  200,  200,  200,  403,  None,     None),
+    "plan-detail":             Row(401,   403,  200,  200,  404,  403,  "plan",   None),
     "schema":                  Row(200,   200,  200,  200,  200,  200,  None,     None),
     "api_docs":                Row(200,   200,  200,  200,  200,  200,  None,     None),
     # --- tracking -------------------------------------------------------------------------
@@ -114,7 +117,15 @@ EXPECTED: dict[str, Row] = {
     "dispatch:depot_edit":     Row(LOGIN, 403,  200,  200,  404,  403,  "depot",  "depot"),
     "dispatch:plan_list":      Row(LOGIN, 403,  200,  200,  200,  403,  None,     "depot"),
     "dispatch:plan_detail":    Row(LOGIN, 403,  200,  200,  404,  403,  "plan",   None),
+    "dispatch:plan_cancel":    Row(405,   405,  405,  405,  405,  405,  "plan",   None),
+    "dispatch:plan_publish":   Row(405,   405,  405,  405,  405,  405,  "plan",   None),
+    "dispatch:plan_apply":     Row(405,   405,  405,  405,  405,  405,  "plan",   None),
+    "dispatch:plan_replan":    Row(405,   405,  405,  405,  405,  405,  None,     None),
     "dispatch:route_detail":   Row(LOGIN, 403,  200,  200,  404,  403,  "route",  "driver"),
+    "dispatch:route_lock":     Row(405,   405,  405,  405,  405,  405,  "route",  None),
+    "dispatch:route_swap":     Row(405,   405,  405,  405,  405,  405,  "route",  None),
+    "dispatch:stop_move":      Row(405,   405,  405,  405,  405,  405,  "stop",   None),
+    "dispatch:stop_remove":    Row(405,   405,  405,  405,  405,  405,  "stop",   None),
     "dispatch:report_list":    Row(LOGIN, 403,  200,  200,  200,  403,  None,     None),
 }
 # fmt: on
@@ -206,6 +217,9 @@ def world(org, other_org, dispatcher, org_admin, other_dispatcher) -> World:
         "plan": PlanFactory(organization=org, depot=depot),
         "route": RouteFactory(organization=org, depot=depot, driver=driver, vehicle=vehicle, date=today),
     }
+    objects["stop"] = StopFactory(
+        route=objects["route"], order=OrderFactory(organization=org, depot=depot), sequence=1
+    )
     # Org B has its own fleet too, so "B sees nothing of A" is not just "B sees nothing".
     DepotFactory(organization=other_org, name="Bravo depot")
     OrderFactory(organization=other_org, recipient_name="Bravo recipient")
@@ -272,7 +286,7 @@ def test_get_cell(client, world, name, role):
 
 
 def _snapshot() -> dict[str, list[dict]]:
-    models = [Order, Contact, Driver, Shift, Vehicle, Depot, StopEvent, get_user_model()]
+    models = [Order, Contact, Driver, Shift, Vehicle, Depot, StopEvent, Plan, Route, Stop, get_user_model()]
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
 
@@ -331,6 +345,10 @@ UNSAFE = {
         "post",
         lambda w: {"name": "Changed depot", "address": "Elsewhere 3", "lat": 52.5, "lng": 13.4},
     ),
+    "dispatch:plan_cancel": ("plan", "post", lambda w: {}),
+    "dispatch:route_lock": ("route", "post", lambda w: {"locked": "1"}),
+    "dispatch:stop_move": ("stop", "post", lambda w: {"direction": "down"}),
+    "dispatch:stop_remove": ("stop", "post", lambda w: {}),
     "order-detail": ("order", "patch", lambda w: {"recipient_name": "Changed by API"}),
     "order-cancel": ("order", "post", lambda w: {"reason": "rival"}),
 }

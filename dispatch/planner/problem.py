@@ -59,6 +59,12 @@ class Problem:
     vehicles: list[Vehicle]
     objective: Objective = "time"
     balance: bool = False  # soft: spread the work between drivers
+    # Times are seconds since local midnight: messages show them as HH:MM. False for benchmark
+    # instances, whose times are in the instance's own unit (shown as numbers).
+    clock: bool = True
+    # Matrices and times are the instance's units × scale (the exchange format's "trunc1"
+    # rounding uses 10, so one decimal is exact in integers); messages and costs divide by it.
+    scale: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class PlannedRoute:
     # Broken rules in a hand-made sequence (evaluate()), e.g. "Stop 4 (order 812) arrives 14:20,
     # after its window closes at 14:00". Empty for a solver's feasible answer.
     violations: list[str] = field(default_factory=list)
+    break_start: int | None = None  # when the shift's break is taken (None: no break on this route)
 
 
 @dataclass

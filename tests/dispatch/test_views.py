@@ -333,7 +333,6 @@ def test_portal_pages_render_inside_the_layout(dispatcher_client, name):
 
 
 def test_pages_not_built_yet_say_so(dispatcher_client):
-    assert "not built yet" in html(dispatcher_client.get(reverse("dispatch:plan_list")))
     assert "not built yet" in html(dispatcher_client.get(reverse("dispatch:report_list")))
 
 

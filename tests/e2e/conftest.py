@@ -62,3 +62,37 @@ def csp_violations(page):
     page.route("https://*.openstreetmap.org/**", lambda route: route.abort())
     page.route("https://tile.openstreetmap.org/**", lambda route: route.abort())
     return seen
+
+
+@pytest.fixture
+def worker(live_server, transactional_db):
+    """A real `manage.py qcluster` process working on the test database."""
+    import signal
+    import subprocess
+    import sys
+
+    from django.conf import settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env.update(DATABASE_URL=url, Q_WORKERS="1", LOG_LEVEL="WARNING")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
