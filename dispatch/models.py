@@ -449,7 +449,12 @@ class Stop(models.Model):
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="stops")
     sequence = models.PositiveSmallIntegerField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
-    planned_arrival = models.DateTimeField(null=True, blank=True)
+    planned_arrival = models.DateTimeField(
+        null=True, blank=True, help_text="When service is planned to start (after any wait)."
+    )
+    planned_wait_s = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds the driver is planned to wait for the window to open."
+    )
     eta = models.DateTimeField(null=True, blank=True)
     arrived_at = models.DateTimeField(null=True, blank=True)
     departed_at = models.DateTimeField(null=True, blank=True)

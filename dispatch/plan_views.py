@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from dispatch import planning, services
 from dispatch.forms import DateInput, NoColonLabels, add_service_errors
-from dispatch.models import Order, Plan, Route, Stop
+from dispatch.models import Order, Plan, Route, Shift, Stop
 from dispatch.permissions import portal_view
 from dispatch.selectors import plans_visible_to, routes_visible_to
 from dispatch.timeutils import local_today
@@ -139,12 +139,14 @@ def _plan_context(request: HttpRequest, plan: Plan) -> dict:
         .order_by("-created_at")
         .first()
     )
+    shift_of = {s.driver_id: s for s in Shift.objects.filter(organization=plan.organization, date=plan.date)}
     cards = []
     for n, route in enumerate(routes):
         cards.append(
             {
                 "route": route,
                 "colour": ROUTE_COLOURS[n % len(ROUTE_COLOURS)],
+                "shift": shift_of.get(route.driver_id),
                 "timeline": planning.route_timeline(route),
             }
         )

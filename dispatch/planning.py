@@ -10,7 +10,7 @@ import json
 import logging
 import time as clock
 from dataclasses import asdict
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,8 @@ def _seconds(midnight: datetime, instant: datetime) -> int:
 
 
 def _instant(midnight: datetime, seconds: int) -> datetime:
-    return (midnight + timedelta(seconds=seconds)).astimezone(midnight.tzinfo)
+    # Add in UTC: Python adds to a zoned datetime by wall clock, an hour off on a DST day.
+    return (midnight.astimezone(UTC) + timedelta(seconds=seconds)).astimezone(midnight.tzinfo)
 
 
 # --- Which shifts and orders a plan takes ----------------------------------------------------
@@ -433,7 +434,9 @@ def _plan_write(plan: Plan, problem: Problem, solution: Solution, left_out: dict
             planned_duration_s=planned.duration,
         )
         for stop, data in zip(route.stops.order_by("sequence"), stops_json, strict=True):
-            Stop.objects.filter(pk=stop.pk).update(planned_arrival=datetime.fromisoformat(data["start"]))
+            start = datetime.fromisoformat(data["start"])
+            wait = int((start - datetime.fromisoformat(data["arrival"])).total_seconds())
+            Stop.objects.filter(pk=stop.pk).update(planned_arrival=start, planned_wait_s=max(0, wait))
         for data in stops_json:
             order = orders[data["order"]]
             if order.status != Order.Status.PLANNED:
@@ -595,7 +598,8 @@ def route_recompute(*, route: Route) -> Route:
     for stop in located:
         visit = by_stop.get(stop.pk)
         Stop.objects.filter(pk=stop.pk).update(
-            planned_arrival=_instant(midnight, visit.start) if visit else None
+            planned_arrival=_instant(midnight, visit.start) if visit else None,
+            planned_wait_s=max(0, visit.start - visit.arrival) if visit else None,
         )
     violations = list(planned.violations) if planned else []
     violations += [

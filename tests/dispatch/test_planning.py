@@ -1,12 +1,15 @@
 """Planning through the app: plans as jobs, draft routes, publishing, manual changes."""
 
+import datetime as dt
+from zoneinfo import ZoneInfo
+
 import pytest
 from django.core.exceptions import ValidationError
 
 from dispatch import planning, services
 from dispatch.models import Order, Plan, Route, Stop
 from tests.dispatch.conftest import DAY, at, create_and_run
-from tests.factories import DepotFactory, OrderFactory, ShiftFactory
+from tests.factories import DepotFactory, DriverFactory, OrderFactory, ShiftFactory, VehicleFactory
 
 # --- Creating a plan --------------------------------------------------------------------------
 
@@ -245,3 +248,36 @@ def test_swapping_drivers_and_locking(org, day):
     b.refresh_from_db()
     assert (a.driver, b.driver) == (driver_b, driver_a)
     assert planning.route_set_locked(route=a, locked=True, by=None).locked
+
+
+def test_a_day_when_the_clocks_go_forward_is_planned_in_real_time(org, dispatcher):
+    # 28 March 2027 in Berlin has 23 hours; windows after 03:00 must still hold to the minute.
+    spring = dt.date(2027, 3, 28)
+    depot = DepotFactory(organization=org, lat=52.5017, lng=13.4058)
+    driver = DriverFactory(organization=org, default_vehicle=VehicleFactory(organization=org, capacity=30))
+    berlin = ZoneInfo("Europe/Berlin")
+
+    def local(hour):
+        return dt.datetime.combine(spring, dt.time(hour), tzinfo=berlin)
+
+    ShiftFactory(driver=driver, date=spring, starts_at=local(1), ends_at=local(12))
+    orders = [
+        OrderFactory(
+            organization=org,
+            service_date=spring,
+            lat=lat,
+            lng=lng,
+            window_start=local(4 + n),
+            window_end=local(5 + n),
+        )
+        for n, (lat, lng) in enumerate([(52.499, 13.418), (52.503, 13.411), (52.495, 13.423)])
+    ]
+    plan = planning.plan_create(
+        organization=org, by=dispatcher, day=spring, depot=depot, time_budget_seconds=1
+    )
+    planning.plan_run(plan_id=plan.pk)
+    plan.refresh_from_db()
+    assert plan.status == Plan.Status.SUCCEEDED and plan.result["unassigned"] == []
+    for order in orders:
+        stop = Stop.objects.get(order=order)
+        assert order.window_start <= stop.planned_arrival <= order.window_end
