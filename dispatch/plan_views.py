@@ -45,6 +45,11 @@ class PlanForm(NoColonLabels, forms.Form):
     drivers = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple, help_text="Drivers with a shift that day."
     )
+    orders = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Every open order of the day is ticked; untick any to leave it out of this run.",
+    )
 
     def __init__(self, *args, organization, day: date, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -56,6 +61,20 @@ class PlanForm(NoColonLabels, forms.Form):
             for s in self.shifts
         ]  # fmt: skip
         self.fields["drivers"].initial = [s.driver_id for s in self.shifts]
+        self.open_orders = list(
+            planning.plannable_orders(organization=organization, day=day).select_related("depot")
+        )
+        self.fields["orders"].choices = [
+            (o.pk, _order_label(o, organization.tzinfo)) for o in self.open_orders
+        ]
+        self.fields["orders"].initial = [o.pk for o in self.open_orders]
+
+
+def _order_label(order: Order, tz) -> str:
+    label = f"{order} · {order.address}"
+    if order.window_start and order.window_end:
+        label += f" · {order.window_start.astimezone(tz):%H:%M}–{order.window_end.astimezone(tz):%H:%M}"
+    return label
 
 
 def depots_visible_to_org(organization):
@@ -88,6 +107,8 @@ def plan_list(request: HttpRequest) -> HttpResponse:
                     day=data["date"],
                     depot=data["depot"],
                     driver_ids=[int(d) for d in data["drivers"]],
+                    # The form lists every open order ticked: unticked ones stay out of this run.
+                    order_ids=[int(o) for o in data["orders"]] if "orders-shown" in request.POST else None,
                     objective=data["objective"],
                     time_budget_seconds=data["time_budget_seconds"],
                     balance=data["balance"],

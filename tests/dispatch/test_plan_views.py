@@ -141,3 +141,16 @@ def test_api_refuses_a_plan_with_a_foreign_depot(org, other_org, day, dispatcher
         format="json",
     )
     assert response.status_code == 400 and "depot" in response.json()
+
+
+def test_an_unticked_order_stays_out_of_the_run(dispatcher_client, day, monkeypatch):
+    monkeypatch.setattr(planning, "async_task", lambda *a, **k: None)
+    keep = [o.pk for o in day["orders"][1:]]
+    dispatcher_client.post(
+        "/plans/",
+        {
+            "date": "2026-11-24", "depot": day["depot"].pk, "objective": "time", "time_budget_seconds": "2",
+            "drivers": [d.pk for d in day["drivers"]], "orders-shown": "1", "orders": keep,
+        },
+    )  # fmt: skip
+    assert sorted(Plan.objects.get().options["order_ids"]) == sorted(keep)
