@@ -163,7 +163,7 @@ class PlanViewSet(
     permission_classes = [IsPortalUser]
 
     def get_queryset(self):
-        return plans_visible_to(self.request.user).order_by("-created_at")
+        return plans_visible_to(self.request.user).defer("problem").order_by("-created_at")
 
     @extend_schema(request=PlanInput, responses={202: PlanSerializer})
     def create(self, request):

@@ -424,6 +424,15 @@ class Route(models.Model):
     class Meta:
         ordering = ["date", "driver__user__first_name"]
         indexes = [models.Index(fields=["organization", "date", "status"])]
+        constraints = [
+            # Drafts may compete; a driver works one live route a day.
+            models.UniqueConstraint(
+                fields=["driver", "date"],
+                condition=~Q(status="draft"),
+                name="route_one_live_route_per_driver_day",
+                violation_error_message="This driver already has a published route that day.",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.driver} on {self.date}"

@@ -14,7 +14,7 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from dispatch import planning, services
 from dispatch.forms import DateInput, NoColonLabels, add_service_errors
-from dispatch.models import Order, Plan, Route, Shift, Stop
+from dispatch.models import Depot, Order, Plan, Route, Shift, Stop
 from dispatch.permissions import portal_view
 from dispatch.selectors import plans_visible_to, routes_visible_to
 from dispatch.timeutils import local_today
@@ -53,7 +53,7 @@ class PlanForm(NoColonLabels, forms.Form):
 
     def __init__(self, *args, organization, day: date, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["depot"].queryset = depots_visible_to_org(organization)
+        self.fields["depot"].queryset = Depot.objects.filter(organization=organization, is_active=True)
         self.shifts = list(planning.shifts_on(organization=organization, day=day))
         self.fields["drivers"].choices = [
             (s.driver_id, f"{s.driver.name} · {s.starts_at.astimezone(organization.tzinfo):%H:%M}–"
@@ -75,12 +75,6 @@ def _order_label(order: Order, tz) -> str:
     if order.window_start and order.window_end:
         label += f" · {order.window_start.astimezone(tz):%H:%M}–{order.window_end.astimezone(tz):%H:%M}"
     return label
-
-
-def depots_visible_to_org(organization):
-    from dispatch.models import Depot
-
-    return Depot.objects.filter(organization=organization, is_active=True)
 
 
 def _day(request: HttpRequest) -> date:
@@ -132,7 +126,7 @@ def plan_list(request: HttpRequest) -> HttpResponse:
         "replan_form": ReplanForm(initial={"date": day}, organization=org, day=day, prefix="replan")
         if live_routes
         else None,
-        "plans": plans_visible_to(request.user).select_related("created_by")[:30],
+        "plans": plans_visible_to(request.user).defer("problem").select_related("created_by")[:30],
     }
     template = "dispatch/plan_list.html"
     if request.htmx and request.htmx.target == "plan-drivers":
@@ -143,12 +137,6 @@ def plan_list(request: HttpRequest) -> HttpResponse:
 def _plan_context(request: HttpRequest, plan: Plan) -> dict:
     routes = list(
         plan.routes.select_related("driver__user", "vehicle").prefetch_related("stops__order").order_by("pk")
-    )
-    day_routes = list(
-        routes_visible_to(request.user)
-        .filter(date=plan.date)
-        .exclude(status=Route.Status.COMPLETED)
-        .order_by("pk")
     )
     unassigned_ids = [u["order"] for u in plan.result.get("unassigned", [])]
     orders = {o.pk: o for o in Order.objects.filter(pk__in=unassigned_ids)}
@@ -195,7 +183,6 @@ def _plan_context(request: HttpRequest, plan: Plan) -> dict:
         "nav": "plans",
         "plan": plan,
         "cards": cards,
-        "day_routes": day_routes,
         "unassigned": [
             {"order": orders.get(u["order"]), "reason": u["reason"]}
             for u in plan.result.get("unassigned", [])
@@ -212,8 +199,12 @@ def _plan_context(request: HttpRequest, plan: Plan) -> dict:
 @portal_view
 @vary_on_headers("HX-Request")
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    plan = get_object_or_404(plans_visible_to(request.user).select_related("organization"), pk=pk)
+    plan = get_object_or_404(
+        plans_visible_to(request.user).defer("problem").select_related("organization", "created_by"), pk=pk
+    )
     running = plan.status in (Plan.Status.QUEUED, Plan.Status.RUNNING)
+    if request.htmx and request.htmx.target == "plan-routes":
+        return render(request, "dispatch/plan_detail.html#plan-routes", _plan_context(request, plan))
     if request.htmx and request.htmx.target == "plan-progress":
         if not running:
             return HttpResponseClientRefresh()  # done: load the page with its result
@@ -258,7 +249,7 @@ class ReplanForm(NoColonLabels, forms.Form):
 
     def __init__(self, *args, organization, day: date, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["depot"].queryset = depots_visible_to_org(organization)
+        self.fields["depot"].queryset = Depot.objects.filter(organization=organization, is_active=True)
         shifts = list(planning.shifts_on(organization=organization, day=day))
         self.fields["drivers"].choices = [(s.driver_id, s.driver.name) for s in shifts]
         self.fields["drivers"].initial = [s.driver_id for s in shifts]
@@ -334,6 +325,11 @@ def _back(request: HttpRequest, route: Route) -> HttpResponse:
     return redirect(route)
 
 
+def _number(value: str | None) -> int:
+    """A posted id; anything else matches nothing (a 404, not a 500)."""
+    return int(value) if value and value.isdigit() else 0
+
+
 def _stop(request: HttpRequest, pk: int) -> Stop:
     return get_object_or_404(
         Stop.objects.filter(route__in=routes_visible_to(request.user)).select_related("route"), pk=pk
@@ -341,9 +337,11 @@ def _stop(request: HttpRequest, pk: int) -> Stop:
 
 
 def _change(request: HttpRequest, route: Route, action) -> HttpResponse:
+    from dispatch.planner.matrix import RoutingUnavailable
+
     try:
         action()
-    except (ValidationError, services.IllegalTransition, services.StaleEdit) as exc:
+    except (ValidationError, services.IllegalTransition, services.StaleEdit, RoutingUnavailable) as exc:
         text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         messages.error(request, text)
         response = _back(request, route)
@@ -359,23 +357,25 @@ def stop_move(request: HttpRequest, pk: int) -> HttpResponse:
     stop = _stop(request, pk)
     target = stop.route
     if request.POST.get("route"):
-        target = get_object_or_404(routes_visible_to(request.user), pk=request.POST["route"])
-    try:
-        position = int(request.POST.get("position", ""))
-    except ValueError:
-        direction = request.POST.get("direction")
-        position = (
-            stop.sequence - 1 if direction == "up" else stop.sequence + 1 if direction == "down" else 10**6
-        )
-    version = request.POST.get("version")
-    seen_route = request.POST.get("from_route")
+        target = get_object_or_404(routes_visible_to(request.user), pk=_number(request.POST["route"]))
+    direction = request.POST.get("direction")
+    if request.POST.get("position", "").isdigit():
+        position = int(request.POST["position"])
+    elif direction in ("up", "down"):
+        position = stop.sequence - 1 if direction == "up" else stop.sequence + 1
+    elif target.pk == stop.route_id:
+        messages.info(request, "Choose another driver's route to move the stop to.")
+        return _back(request, stop.route)
+    else:
+        position = 10**6  # the end of the other route
+    version, seen_route = request.POST.get("version"), request.POST.get("from_route")
     return _change(
         request,
         stop.route,
         lambda: planning.stop_move(
             stop=stop, to_route=target, position=position, by=request.user,
-            expected_version=int(version) if version and version.isdigit() else None,
-            expected_route_id=int(seen_route) if seen_route and seen_route.isdigit() else None,
+            expected_version=_number(version) if version else None,
+            expected_route_id=_number(seen_route) if seen_route else None,
         ),
     )  # fmt: skip
 
@@ -401,7 +401,7 @@ def route_lock(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view
 def route_swap(request: HttpRequest, pk: int) -> HttpResponse:
     route = get_object_or_404(routes_visible_to(request.user), pk=pk)
-    other = get_object_or_404(routes_visible_to(request.user), pk=request.POST.get("other") or 0)
+    other = get_object_or_404(routes_visible_to(request.user), pk=_number(request.POST.get("other")))
     return _change(
         request, route, lambda: planning.route_swap_drivers(route=route, other=other, by=request.user)
     )

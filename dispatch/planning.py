@@ -9,14 +9,14 @@ import io
 import json
 import logging
 import time as clock
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import numpy as np
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django_q.tasks import async_task
@@ -41,7 +41,7 @@ def _midnight(organization: Organization, day: date) -> datetime:
 
 def _seconds(midnight: datetime, instant: datetime) -> int:
     """Seconds since local midnight in real elapsed time (a DST day has 23 or 25 hours)."""
-    return int((instant - midnight).total_seconds())
+    return int((instant.astimezone(UTC) - midnight.astimezone(UTC)).total_seconds())
 
 
 def _instant(midnight: datetime, seconds: int) -> datetime:
@@ -163,6 +163,108 @@ def _point(lat, lng, fallback: tuple[float, float]) -> tuple[float, float]:
     return (lat, lng) if lat is not None and lng is not None else fallback
 
 
+class _Points:
+    """Distinct points, each with its index in the matrices (the depot first)."""
+
+    def __init__(self, first: tuple[float, float]) -> None:
+        self.points: list[tuple[float, float]] = []
+        self.index: dict[tuple[float, float], int] = {}
+        self(first)
+
+    def __call__(self, point: tuple[float, float]) -> int:
+        if point not in self.index:
+            self.index[point] = len(self.points)
+            self.points.append(point)
+        return self.index[point]
+
+
+def shift_ends(shift: Shift, depot: tuple[float, float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a shift starts and ends: the shift's own points, else the driver's, else the depot."""
+    driver = shift.driver
+    start = _point(shift.start_lat, shift.start_lng, _point(driver.start_lat, driver.start_lng, depot))
+    end = _point(shift.end_lat, shift.end_lng, _point(driver.end_lat, driver.end_lng, depot))
+    return start, end
+
+
+def shift_vehicle(
+    shift: Shift,
+    midnight: datetime,
+    *,
+    key: int,
+    start: int,
+    end: int,
+    capacity: int,
+    not_before: int | None = None,
+    fixed_route: tuple[int, ...] | None = None,
+) -> Vehicle:
+    """A shift as the solver's vehicle; `not_before` moves its start later (now, on a live day)."""
+    shift_start, shift_end = _seconds(midnight, shift.starts_at), _seconds(midnight, shift.ends_at)
+    begin = max(shift_start, not_before) if not_before is not None else shift_start
+    brk = None
+    if shift.break_minutes:
+        earliest = _seconds(midnight, shift.break_starts_at) if shift.break_starts_at else shift_start
+        latest = earliest if shift.break_starts_at else shift_end
+        if latest >= begin:  # a break already taken (or due before now) is not planned again
+            brk = Break(
+                start_earliest=max(earliest, begin), start_latest=latest, duration=shift.break_minutes * 60
+            )
+    return Vehicle(
+        key=key,
+        capacity=capacity,
+        start_location=start,
+        end_location=end,
+        shift_start=begin,
+        shift_end=max(shift_end, begin + 1),
+        brk=brk,
+        fixed_route=fixed_route,
+    )
+
+
+def order_job(
+    order: Order, midnight: datetime, *, key: int, location: int, allowed: frozenset[int] | None = None
+) -> Job | str:
+    """An order as the solver's job, or the reason it cannot be one."""
+    if order.needs_location:
+        return "No coordinates: place it on the map first."
+    tw = (0, END_OF_DAY)
+    if order.window_start and order.window_end:
+        tw = (
+            max(0, _seconds(midnight, order.window_start)),
+            min(END_OF_DAY, _seconds(midnight, order.window_end)),
+        )
+        if tw[1] <= tw[0]:
+            return "Its window is not on the plan's day."
+    return Job(
+        key=key,
+        location=location,
+        delivery=order.parcels if order.kind == Order.Kind.DELIVERY else 0,
+        pickup=order.parcels if order.kind == Order.Kind.PICKUP else 0,
+        service=order.service_minutes * 60,
+        tw_start=tw[0],
+        tw_end=tw[1],
+        required=order.priority == Order.Priority.HIGH,
+        allowed_vehicles=allowed,
+    )
+
+
+def _jobs(
+    orders, midnight: datetime, at: _Points, shift_of_driver: dict[int, int]
+) -> tuple[list[Job], dict[int, str]]:
+    jobs, left_out = [], {}
+    for order in orders:
+        allowed = None
+        if order.required_driver_id:
+            pinned = shift_of_driver.get(order.required_driver_id)
+            allowed = frozenset([pinned]) if pinned is not None else frozenset()
+        location = at((order.lat, order.lng)) if not order.needs_location else 0
+        job = order_job(order, midnight, key=order.pk, location=location, allowed=allowed)
+        if isinstance(job, str):
+            left_out[order.pk] = job
+        else:
+            jobs.append(job)
+    return jobs, left_out
+
+
 def build_problem(plan: Plan) -> tuple[Problem, dict[int, str]]:
     """The solver's view of a plan, and the orders left out before solving (with reasons)."""
     from dispatch.planner.matrix import travel_model
@@ -175,79 +277,24 @@ def build_problem(plan: Plan) -> tuple[Problem, dict[int, str]]:
         )
     )
     orders = list(Order.objects.filter(pk__in=plan.options["order_ids"]).order_by("pk"))
-    left_out: dict[int, str] = {}
-    points: list[tuple[float, float]] = [depot]
-    index: dict[tuple[float, float], int] = {depot: 0}
-
-    def at(point: tuple[float, float]) -> int:
-        if point not in index:
-            index[point] = len(points)
-            points.append(point)
-        return index[point]
-
+    at = _Points(depot)
     vehicles = []
     for shift in shifts:
-        driver, vehicle = shift.driver, _vehicle_of(shift)
-        start = _point(shift.start_lat, shift.start_lng, _point(driver.start_lat, driver.start_lng, depot))
-        end = _point(shift.end_lat, shift.end_lng, _point(driver.end_lat, driver.end_lng, depot))
-        brk = None
-        if shift.break_minutes:
-            earliest = _seconds(midnight, shift.break_starts_at or shift.starts_at)
-            latest = (
-                _seconds(midnight, shift.break_starts_at)
-                if shift.break_starts_at
-                else _seconds(midnight, shift.ends_at)
-            )
-            brk = Break(start_earliest=earliest, start_latest=latest, duration=shift.break_minutes * 60)
+        start, end = shift_ends(shift, depot)
         vehicles.append(
-            Vehicle(
+            shift_vehicle(
+                shift,
+                midnight,
                 key=shift.pk,
-                capacity=vehicle.capacity,
-                start_location=at(start),
-                end_location=at(end),
-                shift_start=_seconds(midnight, shift.starts_at),
-                shift_end=_seconds(midnight, shift.ends_at),
-                brk=brk,
+                start=at(start),
+                end=at(end),
+                capacity=_vehicle_of(shift).capacity,
             )
         )
-    shift_of_driver: dict[int, list[int]] = {}
-    for shift in shifts:
-        shift_of_driver.setdefault(shift.driver_id, []).append(shift.pk)
-    jobs = []
-    for order in orders:
-        if order.needs_location:
-            left_out[order.pk] = "No coordinates: place it on the map first."
-            continue
-        if order.window_start and order.window_end:
-            tw = (
-                max(0, _seconds(midnight, order.window_start)),
-                min(END_OF_DAY, _seconds(midnight, order.window_end)),
-            )
-            if tw[1] <= 0 or tw[0] >= END_OF_DAY:
-                left_out[order.pk] = "Its window is not on the plan's day."
-                continue
-        else:
-            tw = (0, END_OF_DAY)
-        allowed = None
-        if order.required_driver_id:
-            allowed = frozenset(shift_of_driver.get(order.required_driver_id, []))
-        parcels = order.parcels
-        jobs.append(
-            Job(
-                key=order.pk,
-                location=at((order.lat, order.lng)),
-                delivery=parcels if order.kind == Order.Kind.DELIVERY else 0,
-                pickup=parcels if order.kind == Order.Kind.PICKUP else 0,
-                service=order.service_minutes * 60,
-                tw_start=tw[0],
-                tw_end=tw[1],
-                required=order.priority == Order.Priority.HIGH,
-                allowed_vehicles=allowed,
-            )
-        )
-    durations, distances = travel_model().matrices(points)
+    jobs, left_out = _jobs(orders, midnight, at, {s.driver_id: s.pk for s in shifts})
+    durations, distances = travel_model().matrices(at.points)
     problem = Problem(
-        locations=points,
+        locations=at.points,
         durations=durations,
         distances=distances,
         jobs=jobs,
@@ -324,15 +371,28 @@ def problem_load(blob: bytes) -> Problem:
 def plan_run(*, plan_id: int) -> Plan | None:
     """Solve a queued plan and write its draft routes. Safe to run twice: only the worker that
     moves the plan from queued to running does anything; a cancelled plan writes nothing."""
-    from dispatch.planner.matrix import RoutingUnavailable
-    from dispatch.planner.solver import solve
-
     started = timezone.now()
-    claimed = Plan.objects.filter(pk=plan_id, status=Plan.Status.QUEUED).update(
+    # A plan left "running" by a worker that died is taken over once it is clearly abandoned
+    # (django-q2 hands the task to another worker after its `retry` delay).
+    abandoned = Q(
+        status=Plan.Status.RUNNING, started_at__lt=started - timedelta(seconds=MAX_BUDGET_SECONDS + 180)
+    )
+    claimed = Plan.objects.filter(Q(status=Plan.Status.QUEUED) | abandoned, pk=plan_id).update(
         status=Plan.Status.RUNNING, started_at=started, progress={"elapsed": 0, "stage": "building"}
     )
     if claimed != 1:
         return None
+    try:
+        return _plan_solve(plan_id)
+    except Exception as exc:  # any failure must end the run, or its page polls forever
+        logger.exception("Plan %s failed", plan_id)
+        return _plan_fail(Plan.objects.get(pk=plan_id), f"The planner stopped with an error: {exc}")
+
+
+def _plan_solve(plan_id: int) -> Plan:
+    from dispatch.planner.matrix import RoutingUnavailable
+    from dispatch.planner.solver import solve
+
     plan = Plan.objects.select_related("organization", "depot").get(pk=plan_id)
     replanning = plan.options.get("mode") == "replan"
     context: dict = {}
@@ -438,9 +498,7 @@ def _plan_write(plan: Plan, problem: Problem, solution: Solution, left_out: dict
             wait = int((start - datetime.fromisoformat(data["arrival"])).total_seconds())
             Stop.objects.filter(pk=stop.pk).update(planned_arrival=start, planned_wait_s=max(0, wait))
         for data in stops_json:
-            order = orders[data["order"]]
-            if order.status != Order.Status.PLANNED:
-                services.order_transition(order=order, to=Order.Status.PLANNED, by=plan.created_by)
+            services.order_follow_route(order=orders[data["order"]], route=route, by=plan.created_by)
         routes_json.append(
             {
                 "route": route.pk,
@@ -513,16 +571,20 @@ def plan_publish(*, plan: Plan, by: AbstractBaseUser | None) -> list[Route]:
         )
     for route in drafts:
         stale = [
-            s.order for s in route.stops.select_related("order") if s.order.status != Order.Status.PLANNED
+            s.order
+            for s in route.stops.filter(status=Stop.Status.PENDING).select_related("order")
+            if s.order.status != Order.Status.PLANNED
         ]
         if stale:
             refs = ", ".join(str(o) for o in stale[:5])
             raise ValidationError(f"Some orders changed since planning ({refs}); run the plan again.")
-        services.route_transition(route=route, to=Route.Status.PUBLISHED, by=by)
-    # Other drafts of the same day for these orders are now out of date.
-    Route.objects.filter(organization=plan.organization, date=plan.date, status=Route.Status.DRAFT).exclude(
-        plan=plan
-    ).filter(stops__order__in=Order.objects.filter(stops__route__in=drafts)).distinct().delete()
+        try:
+            with transaction.atomic():
+                services.route_transition(route=route, to=Route.Status.PUBLISHED, by=by)
+        except IntegrityError as exc:  # another publish for this driver and day won the race
+            raise ValidationError(
+                f"{route.driver} already has a published route on {plan.date:%d %b}."
+            ) from exc
     return drafts
 
 
@@ -537,76 +599,66 @@ def _editable(route: Route) -> None:
 
 
 def route_recompute(*, route: Route) -> Route:
-    """Recompute planned times, distance and broken rules of a route's sequence."""
+    """Recompute planned times, waits, distance and broken rules of a route's sequence, the
+    same way a plan times its routes (shift, start and end points, break, windows, load)."""
     from dispatch.planner.matrix import travel_model
     from dispatch.planner.solver import evaluate
 
     route = Route.objects.select_related("organization", "depot", "driver", "vehicle").get(pk=route.pk)
     midnight = _midnight(route.organization, route.date)
     stops = list(
-        route.stops.filter(status__in=[Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED])
+        route.stops.filter(status__in=[Stop.Status.PENDING, *VISITING])
         .select_related("order")
         .order_by("sequence")
     )
-    shift = Shift.objects.filter(driver=route.driver, date=route.date).first()
+    shift = Shift.objects.filter(driver=route.driver, date=route.date).select_related("driver").first()
     depot = (route.depot.lat, route.depot.lng)
+    start, end = shift_ends(shift, depot) if shift else (depot, depot)
     # A route under way goes on from the last stop it closed, and nobody is planned in the past.
-    start = depot
-    closed = route.stops.filter(status__in=[Stop.Status.COMPLETED, Stop.Status.FAILED, Stop.Status.SKIPPED])
-    last = closed.select_related("order").order_by("-departed_at", "-sequence").first()
+    last = (
+        route.stops.filter(status__in=[Stop.Status.COMPLETED, Stop.Status.FAILED])
+        .select_related("order")
+        .order_by("-sequence")
+        .first()
+    )
     if last is not None and not last.order.needs_location:
         start = (last.order.lat, last.order.lng)
-    located = [s for s in stops if not s.order.needs_location]
-    points = [start, depot] + [(s.order.lat, s.order.lng) for s in located]
-    durations, distances = travel_model().matrices(points)
-    day_start = _seconds(midnight, shift.starts_at) if shift else 0
-    day_end = _seconds(midnight, shift.ends_at) if shift else END_OF_DAY
-    if route.status != Route.Status.COMPLETED:
-        day_start = max(day_start, _seconds(midnight, timezone.now()))
+    at = _Points(start)
+    end_index = at(end)
     jobs = []
-    for n, stop in enumerate(located, start=2):
-        order = stop.order
-        tw = (0, END_OF_DAY)
-        if order.window_start and order.window_end:
-            tw = (_seconds(midnight, order.window_start), _seconds(midnight, order.window_end))
-        jobs.append(
-            Job(
-                key=stop.pk,
-                location=n,
-                delivery=order.parcels if order.kind == Order.Kind.DELIVERY else 0,
-                pickup=order.parcels if order.kind == Order.Kind.PICKUP else 0,
-                service=order.service_minutes * 60,
-                tw_start=tw[0],
-                tw_end=tw[1],
-            )
-        )
+    for stop in stops:
+        if not stop.order.needs_location:
+            job = order_job(stop.order, midnight, key=stop.pk, location=at((stop.order.lat, stop.order.lng)))
+            if isinstance(job, Job):
+                jobs.append(job)
+    now = _seconds(midnight, timezone.now()) if route.status != Route.Status.COMPLETED else None
     capacity = route.vehicle.capacity if route.vehicle else 10**6
-    vehicle = Vehicle(
-        key=route.pk,
-        capacity=capacity,
-        start_location=0,
-        end_location=1,
-        shift_start=day_start,
-        shift_end=max(day_end, day_start + 1),
-    )
+    if shift is not None:
+        vehicle = shift_vehicle(
+            shift, midnight, key=route.pk, start=0, end=end_index, capacity=capacity, not_before=now
+        )
+    else:
+        begin = max(0, now or 0)
+        vehicle = Vehicle(key=route.pk, capacity=capacity, start_location=0, end_location=end_index,
+                          shift_start=begin, shift_end=max(END_OF_DAY, begin + 1))  # fmt: skip
+    durations, distances = travel_model().matrices(at.points)
     problem = Problem(
-        locations=points, durations=durations, distances=distances, jobs=jobs, vehicles=[vehicle]
+        locations=at.points, durations=durations, distances=distances, jobs=jobs, vehicles=[vehicle]
     )
-    solution = evaluate(problem, {route.pk: [s.pk for s in located]})
+    solution = evaluate(problem, {route.pk: [job.key for job in jobs]})
     planned = solution.routes[0] if solution.routes else None
     by_stop = {visit.job: visit for visit in planned.visits} if planned else {}
-    for stop in located:
+    for stop in stops:
         visit = by_stop.get(stop.pk)
         Stop.objects.filter(pk=stop.pk).update(
             planned_arrival=_instant(midnight, visit.start) if visit else None,
             planned_wait_s=max(0, visit.start - visit.arrival) if visit else None,
         )
     violations = list(planned.violations) if planned else []
-    violations += [
-        f"{s.order} has no coordinates, so no time can be planned for it."
-        for s in stops
-        if s.order.needs_location
-    ]
+    for stop in stops:
+        if stop.pk not in by_stop:
+            why = "no coordinates" if stop.order.needs_location else "its window is not on this day"
+            violations.append(f"{stop.order} cannot be timed: {why}.")
     Route.objects.filter(pk=route.pk).update(
         planned_start=_instant(midnight, planned.start) if planned else None,
         planned_end=_instant(midnight, planned.end) if planned else None,
@@ -643,6 +695,17 @@ def _movable(stop: Stop) -> None:
         )
 
 
+def _visited_count(stops: list[Stop]) -> int:
+    """Stops the driver has done or is doing: they stay at the front, in their order."""
+    return sum(1 for s in stops if s.status not in (Stop.Status.PENDING, Stop.Status.SKIPPED))
+
+
+def _note(stop: Stop, route: Route, by, text: str) -> None:
+    # Drafts are scratch work: only a change to a route drivers can see goes into the history.
+    if route.status != Route.Status.DRAFT:
+        services._event(order=stop.order, kind="note", by=by, stop=stop, note=text)
+
+
 @transaction.atomic
 def stop_move(
     *,
@@ -657,96 +720,98 @@ def stop_move(
     which may be its own route. Recomputes both routes' times and broken rules.
 
     `expected_version` / `expected_route_id` are what the caller's page showed: if the stop has
-    moved or its route changed since, raises StaleEdit instead of acting on a stale picture.
+    moved or its route changed since (a dispatcher or the driver), raises StaleEdit instead of
+    acting on a stale picture. Raises IllegalTransition for a stop already visited.
     """
-    stop = Stop.objects.select_related("route", "order").get(pk=stop.pk)
+    stop = Stop.objects.select_related("route").get(pk=stop.pk)
     source = stop.route
     if expected_route_id is not None and source.pk != expected_route_id:
         raise services.StaleEdit("Someone moved this stop to another route meanwhile. Reload and try again.")
-    _movable(stop)
     _editable(source)
     _editable(to_route)
     if to_route.organization_id != source.organization_id or to_route.date != source.date:
         raise ValidationError("A stop can only move to another route of the same day.")
-    _bump(source, expected_version)
-    if to_route.pk != source.pk:
-        _bump(to_route, None)
+    # Claim both routes (in a fixed order, so two moves cannot deadlock), then re-read the stop:
+    # a driver setting off for it meanwhile also changed its route's version.
+    for route in sorted({source, to_route}, key=lambda r: r.pk):
+        _bump(route, expected_version if route.pk == source.pk else None)
+    to_route = Route.objects.select_related("driver__user").get(pk=to_route.pk)  # its status now
+    stop = Stop.objects.select_related("order").get(pk=stop.pk)
+    _movable(stop)
     target_stops = [s for s in to_route.stops.order_by("sequence") if s.pk != stop.pk]
-    closed = [s for s in target_stops if s.status != Stop.Status.PENDING]
-    position = max(position, len(closed) + 1)  # never before a stop already visited
-    position = min(position, len(target_stops) + 1)
+    position = min(max(position, _visited_count(target_stops) + 1), len(target_stops) + 1)
     if to_route.pk != source.pk:
         Stop.objects.filter(pk=stop.pk).update(
-            route=to_route,
-            sequence=(to_route.stops.aggregate(m=Max("sequence"))["m"] or 0) + len(target_stops) + 2,
+            route=to_route, sequence=_free_sequence(to_route) + len(target_stops)
         )
         _resequence(source, list(source.stops.exclude(pk=stop.pk).order_by("sequence")))
-        order = stop.order
-        if to_route.status != Route.Status.DRAFT and order.status == Order.Status.PLANNED:
-            services.order_transition(order=order, to=Order.Status.ASSIGNED, by=by, stop=stop)
-        if to_route.status == Route.Status.IN_PROGRESS and order.status == Order.Status.ASSIGNED:
-            services.order_transition(order=order, to=Order.Status.OUT_FOR_DELIVERY, by=by, stop=stop)
+        services.order_follow_route(order=stop.order, route=to_route, by=by, stop=stop)
     stop.refresh_from_db()
     target_stops.insert(position - 1, stop)
     _resequence(to_route, target_stops)
-    services._event(
-        order=stop.order,
-        kind="note",
-        by=by,
-        stop=stop,
-        note=f"Moved to {to_route.driver}'s route, position {position}.",
-    )
-    routes = (
-        route_recompute(route=source),
-        route_recompute(route=to_route) if to_route.pk != source.pk else None,
-    )
-    return routes[0], routes[1] or routes[0]
+    _note(stop, to_route, by, f"Moved to {to_route.driver}'s route, position {position}.")
+    if to_route.pk == source.pk:
+        route = route_recompute(route=source)
+        return route, route
+    return route_recompute(route=source), route_recompute(route=to_route)
+
+
+def _unplan_stop(stop: Stop, by, reason: str) -> None:
+    """Take a pending stop off its route and send its order back to the open pool."""
+    order = stop.order
+    if stop.events.exists():  # drivers saw it: keep the visit in the history as skipped
+        services.stop_transition(stop=stop, to=Stop.Status.SKIPPED, by=by, reason=reason)
+    else:
+        stop.delete()
+    order.refresh_from_db()
+    if order.status == Order.Status.OUT_FOR_DELIVERY:
+        order = services.order_transition(order=order, to=Order.Status.ASSIGNED, by=by, reason=reason)
+    if order.status in (Order.Status.PLANNED, Order.Status.ASSIGNED):
+        services.order_transition(order=order, to=Order.Status.NEW, by=by, reason=reason)
 
 
 @transaction.atomic
 def stop_remove(*, stop: Stop, by: AbstractBaseUser | None, expected_version: int | None = None) -> Route:
     """Take a pending stop off its route; its order goes back to the pool of open orders."""
-    stop = Stop.objects.select_related("route", "order").get(pk=stop.pk)
-    _movable(stop)
+    stop = Stop.objects.select_related("route").get(pk=stop.pk)
     route = stop.route
     _editable(route)
     _bump(route, expected_version)
-    order = stop.order
-    if stop.events.exists():
-        services.stop_transition(stop=stop, to=Stop.Status.SKIPPED, by=by, reason="Removed by the dispatcher")
-        rest = list(route.stops.exclude(pk=stop.pk).order_by("sequence")) + [stop]
-    else:
-        stop.delete()
-        rest = list(route.stops.order_by("sequence"))
-    _resequence(route, rest)
-    order.refresh_from_db()
-    if order.status == Order.Status.OUT_FOR_DELIVERY:
-        order = services.order_transition(
-            order=order, to=Order.Status.ASSIGNED, by=by, reason="Removed from the route"
-        )
-    if order.status in (Order.Status.PLANNED, Order.Status.ASSIGNED):
-        services.order_transition(order=order, to=Order.Status.NEW, by=by, reason="Removed from the route")
+    stop = Stop.objects.select_related("order").get(pk=stop.pk)
+    _movable(stop)
+    _unplan_stop(stop, by, "Removed from the route by the dispatcher")
+    stops = list(route.stops.order_by("sequence"))
+    skipped = [s for s in stops if s.status == Stop.Status.SKIPPED]
+    _resequence(route, [s for s in stops if s.status != Stop.Status.SKIPPED] + skipped)
     return route_recompute(route=route)
 
 
 @transaction.atomic
 def route_swap_drivers(*, route: Route, other: Route, by: AbstractBaseUser | None) -> tuple[Route, Route]:
-    """Give each route the other's driver and vehicle (neither may have started)."""
+    """Each driver takes the other's stops (with their own vehicle). Neither route may have
+    started; both are recomputed."""
     if route.pk == other.pk:
         raise ValidationError("Choose two different routes.")
     if route.organization_id != other.organization_id or route.date != other.date:
         raise ValidationError("Only routes of the same day can swap drivers.")
-    for r in (route, other):
+    for r in sorted((route, other), key=lambda r: r.pk):
+        _bump(r, None)
+    a, b = Route.objects.get(pk=route.pk), Route.objects.get(pk=other.pk)
+    for r in (a, b):
         if r.status not in (Route.Status.DRAFT, Route.Status.PUBLISHED):
             raise services.IllegalTransition(
                 f"{r.driver}'s route has started; drivers can no longer be swapped."
             )
-    _bump(route, None)
-    _bump(other, None)
-    a = Route.objects.get(pk=route.pk)
-    b = Route.objects.get(pk=other.pk)
-    Route.objects.filter(pk=a.pk).update(driver=b.driver, vehicle=b.vehicle)
-    Route.objects.filter(pk=b.pk).update(driver=a.driver, vehicle=a.vehicle)
+    # Swapping the stops, not the drivers: a driver keeps one route a day (and its vehicle).
+    stops_a, stops_b = list(a.stops.order_by("sequence")), list(b.stops.order_by("sequence"))
+    for n, stop in enumerate(stops_a + stops_b):
+        Stop.objects.filter(pk=stop.pk).update(sequence=PARKED_SEQUENCE + n)
+    for target, stops in ((b, stops_a), (a, stops_b)):
+        for n, stop in enumerate(stops, start=1):
+            Stop.objects.filter(pk=stop.pk).update(route=target, sequence=n)
+            services.order_follow_route(order=stop.order, route=target, by=by, stop=stop)
+            _note(stop, target, by, f"Now on {target.driver}'s route (drivers swapped).")
+    Route.objects.filter(pk__in=[a.pk, b.pk]).update(locked=False)
     return route_recompute(route=a), route_recompute(route=b)
 
 
@@ -759,16 +824,15 @@ def route_set_locked(*, route: Route, locked: bool, by: AbstractBaseUser | None)
 
 
 def route_timeline(route: Route) -> list[dict[str, Any]]:
-    """Per stop: arrival vs window, waiting and load after it, for the plan page."""
-    rows = []
-    load = 0
-    stops = list(route.stops.select_related("order").order_by("sequence"))
-    deliveries = sum(
+    """Per stop: planned time vs window, late or not, and the load after it, for the plan page.
+    Uses the route's prefetched stops (with their orders) when the caller prefetched them."""
+    stops = sorted(route.stops.all(), key=lambda s: s.sequence)
+    load = sum(
         s.order.parcels
         for s in stops
         if s.order.kind == Order.Kind.DELIVERY and s.status == Stop.Status.PENDING
     )
-    load = deliveries
+    rows = []
     for stop in stops:
         order = stop.order
         if stop.status == Stop.Status.PENDING:
@@ -803,6 +867,10 @@ def replan_create(
 
     Raises ValidationError when nothing is published that day.
     """
+    if depot.organization_id != organization.pk:
+        raise ValidationError({"depot": "Choose one of your own depots."})
+    if not 1 <= time_budget_seconds <= MAX_BUDGET_SECONDS:
+        raise ValidationError({"time_budget_seconds": f"Give between 1 and {MAX_BUDGET_SECONDS} seconds."})
     routes = list(
         Route.objects.filter(
             organization=organization, date=day, depot=depot, status__in=ACTIVE_ROUTE_STATUSES
@@ -842,7 +910,8 @@ def replan_create(
 def build_replan_problem(plan: Plan, now: datetime | None = None) -> tuple[Problem, dict[int, str], dict]:
     """The rest of the day as a Problem: each kept driver starts where they are (the stop they
     are at or heading to, else the last one they closed, else their start) and when they are
-    there; each job is an order still to visit. Returns (problem, left out, context)."""
+    there (now at the earliest); each job is an order still to visit. A locked route keeps its
+    pending stops in order. Returns (problem, orders left out with reasons, context)."""
     from dispatch.planner.matrix import travel_model
 
     midnight = _midnight(plan.organization, plan.date)
@@ -859,94 +928,51 @@ def build_replan_problem(plan: Plan, now: datetime | None = None) -> tuple[Probl
         )
     )
     route_of_driver = {r.driver_id: r for r in routes}
-    points: list[tuple[float, float]] = [depot]
-    index: dict[tuple[float, float], int] = {depot: 0}
-
-    def at(point: tuple[float, float]) -> int:
-        if point not in index:
-            index[point] = len(points)
-            points.append(point)
-        return index[point]
-
-    pending: dict[int, Stop] = {}  # order pk -> its pending stop (to re-plan)
-    for route in routes:
-        for stop in route.stops.all():
-            if stop.status == Stop.Status.PENDING:
-                pending[stop.order_id] = stop
-    orders = {o.pk: o for o in Order.objects.filter(pk__in=list(pending) + plan.options["order_ids"])}
-    vehicles, fixed = [], {}
+    pending = {s.order_id: s for r in routes for s in r.stops.all() if s.status == Stop.Status.PENDING}
+    at = _Points(depot)
+    vehicles = []
     for shift in shifts:
-        driver, route = shift.driver, route_of_driver.get(shift.driver_id)
-        start_point = _point(
-            shift.start_lat, shift.start_lng, _point(driver.start_lat, driver.start_lng, depot)
-        )
-        end_point = _point(shift.end_lat, shift.end_lng, _point(driver.end_lat, driver.end_lng, depot))
-        start_at = _seconds(midnight, shift.starts_at)
+        route = route_of_driver.get(shift.driver_id)
+        start, end = shift_ends(shift, depot)
+        not_before, fixed = now_s, None
         if route is not None:
             stops = sorted(route.stops.all(), key=lambda s: s.sequence)
             visiting = [s for s in stops if s.status in VISITING]
-            closed = [
-                s
-                for s in stops
-                if s.status in (Stop.Status.COMPLETED, Stop.Status.FAILED, Stop.Status.SKIPPED)
-            ]
+            closed = [s for s in stops if s.status in (Stop.Status.COMPLETED, Stop.Status.FAILED)]
             here = visiting[0] if visiting else (closed[-1] if closed else None)
             if here is not None and not here.order.needs_location:
-                start_point = (here.order.lat, here.order.lng)
-            service_left = here.order.service_minutes * 60 if here is not None and here in visiting else 0
-            start_at = max(start_at, now_s + service_left)
+                start = (here.order.lat, here.order.lng)
+            if visiting:  # finish the stop in hand first
+                not_before = now_s + here.order.service_minutes * 60
             if route.locked:
-                fixed[shift.pk] = tuple(s.order_id for s in stops if s.status == Stop.Status.PENDING)
-        start_at = max(start_at, now_s)  # a driver who has not set off yet leaves now at the earliest
+                fixed = tuple(s.order_id for s in stops if s.status == Stop.Status.PENDING)
         vehicles.append(
-            Vehicle(
+            shift_vehicle(
+                shift,
+                midnight,
                 key=shift.pk,
+                start=at(start),
+                end=at(end),
                 capacity=_vehicle_of(shift).capacity,
-                start_location=at(start_point),
-                end_location=at(end_point),
-                shift_start=start_at,
-                shift_end=max(start_at + 1, _seconds(midnight, shift.ends_at)),
-                fixed_route=fixed.get(shift.pk),
-            )
+                not_before=not_before,
+                fixed_route=fixed,
+            )  # fmt: skip
         )
-    shift_of_driver = {s.driver_id: s.pk for s in shifts}
-    left_out, jobs = {}, []
-    for pk, order in sorted(orders.items()):
-        if order.needs_location:
-            left_out[pk] = "No coordinates: place it on the map first."
-            continue
-        tw = (0, END_OF_DAY)
-        if order.window_start and order.window_end:
-            tw = (max(0, _seconds(midnight, order.window_start)), _seconds(midnight, order.window_end))
-        allowed = None
-        if order.required_driver_id:
-            allowed = (
-                frozenset([shift_of_driver[order.required_driver_id]])
-                if order.required_driver_id in shift_of_driver
-                else frozenset()
-            )
-        jobs.append(
-            Job(
-                key=pk,
-                location=at((order.lat, order.lng)),
-                delivery=order.parcels if order.kind == Order.Kind.DELIVERY else 0,
-                pickup=order.parcels if order.kind == Order.Kind.PICKUP else 0,
-                service=order.service_minutes * 60,
-                tw_start=tw[0],
-                tw_end=max(tw[1], tw[0] + 1),
-                required=order.priority == Order.Priority.HIGH,
-                allowed_vehicles=allowed,
-            )
-        )
-    durations, distances = travel_model().matrices(points)
+    orders = Order.objects.filter(pk__in=sorted([*pending, *plan.options["order_ids"]]))
+    jobs, left_out = _jobs(orders, midnight, at, {s.driver_id: s.pk for s in shifts})
+    locked = {key for v in vehicles if v.fixed_route for key in v.fixed_route}
+    if locked - {j.key for j in jobs}:  # a locked stop that cannot be timed: keep the route as is
+        vehicles = [
+            replace(v, fixed_route=tuple(k for k in v.fixed_route if k not in left_out))
+            if v.fixed_route
+            else v
+            for v in vehicles
+        ]
+    durations, distances = travel_model().matrices(at.points)
     problem = Problem(
-        locations=points,
-        durations=durations,
-        distances=distances,
-        jobs=jobs,
-        vehicles=vehicles,
+        locations=at.points, durations=durations, distances=distances, jobs=jobs, vehicles=vehicles,
         objective=plan.objective,
-    )
+    )  # fmt: skip
     context = {
         "pending": {
             pk: {"stop": s.pk, "route": s.route_id, "driver": s.route.driver_id, "eta": s.planned_arrival}
@@ -1068,17 +1094,25 @@ def _replan_write(
 
 @transaction.atomic
 def replan_apply(*, plan: Plan, by: AbstractBaseUser | None) -> list[Route]:
-    """Carry out a re-plan proposal. Raises StaleEdit if any route changed since the proposal
-    was made (run it again), ValidationError if it is not a finished, unapplied proposal."""
-    plan = Plan.objects.select_for_update().get(pk=plan.pk)
-    if plan.options.get("mode") != "replan" or plan.status != Plan.Status.SUCCEEDED:
+    """Carry out a re-plan proposal.
+
+    Raises StaleEdit if any route changed since the proposal was made (a dispatcher's edit or a
+    driver's progress), or a new order it takes on is no longer open: run it again. Raises
+    ValidationError if it is not a finished, unapplied proposal.
+    """
+    claimed = Plan.objects.filter(pk=plan.pk, options__mode="replan", status=Plan.Status.SUCCEEDED)
+    plan = claimed.select_for_update().first()
+    if plan is None:
         raise ValidationError("Only a finished re-plan can be applied.")
     if plan.result.get("applied_at"):
         raise ValidationError("This re-plan has already been applied.")
     versions = {int(k): v for k, v in plan.options["route_versions"].items()}
-    current = dict(Route.objects.filter(pk__in=versions).values_list("pk", "version"))
-    if current != versions:
-        raise services.StaleEdit("The routes changed since this proposal was made. Run the re-plan again.")
+    stale = services.StaleEdit("The routes changed since this proposal was made. Run the re-plan again.")
+    # Claim every route at the version the proposal saw; any change since (even a driver
+    # arriving at a stop) makes one of these conditional updates miss.
+    for route_id, version in sorted(versions.items()):
+        if Route.objects.filter(pk=route_id, version=version).update(version=F("version") + 1) != 1:
+            raise stale
     shifts = {
         s.pk: s
         for s in Shift.objects.filter(pk__in=plan.options["shift_ids"]).select_related(
@@ -1090,89 +1124,70 @@ def replan_apply(*, plan: Plan, by: AbstractBaseUser | None) -> list[Route]:
     # Park every pending stop out of the way first: stops trade places across routes below, and
     # (route, sequence) must stay unique at every step.
     for route_id in versions:
-        for n, stop_id in enumerate(
-            Stop.objects.filter(route_id=route_id, status=Stop.Status.PENDING).values_list("pk", flat=True)
-        ):
+        pending = Stop.objects.filter(route_id=route_id, status=Stop.Status.PENDING).values_list(
+            "pk", flat=True
+        )
+        for n, stop_id in enumerate(pending):
             Stop.objects.filter(pk=stop_id).update(sequence=PARKED_SEQUENCE + n)
     # Pending stops the proposal leaves out go back to the pool of open orders.
-    for stop in (
-        Stop.objects.filter(route_id__in=versions, status=Stop.Status.PENDING)
-        .exclude(order_id__in=proposed_orders)
-        .select_related("route", "order")
-    ):
+    left = Stop.objects.filter(route_id__in=versions, status=Stop.Status.PENDING).exclude(
+        order_id__in=proposed_orders
+    )
+    for stop in left.select_related("route", "order"):
         touched[stop.route_id] = stop.route
-        _unplan_stop(stop, by)
+        _unplan_stop(stop, by, "Left out by re-planning")
     for proposed in plan.result["routes"]:
         if not proposed["stops"]:
             continue
         shift = shifts[proposed["shift"]]
         route = Route.objects.filter(pk=proposed["route"]).first() if proposed["route"] else None
         if route is None:
+            if (
+                Route.objects.filter(driver=shift.driver, date=plan.date)
+                .exclude(status=Route.Status.DRAFT)
+                .exists()
+            ):
+                raise stale  # the driver got a route since the proposal
             route = services.route_create(
-                organization=plan.organization,
-                driver=shift.driver,
-                depot=plan.depot,
-                date=plan.date,
+                organization=plan.organization, driver=shift.driver, depot=plan.depot, date=plan.date,
                 vehicle=_vehicle_of(shift),
-                plan=plan,
-            )
+            )  # fmt: skip
             services.route_transition(route=route, to=Route.Status.PUBLISHED, by=by)
         touched[route.pk] = route
         kept = list(route.stops.exclude(status=Stop.Status.PENDING).order_by("sequence"))
         ordered = []
         for item in proposed["stops"]:
             stop = (
-                Stop.objects.filter(pk=item["stop"]).select_related("route").first() if item["stop"] else None
+                Stop.objects.filter(pk=item["stop"]).select_related("route", "order").first()
+                if item["stop"]
+                else None
             )
             if stop is None:
                 order = Order.objects.get(pk=item["order"])
+                if (
+                    order.status not in PLANNABLE_STATUSES
+                    or order.stops.filter(
+                        route__status__in=ACTIVE_ROUTE_STATUSES, status=Stop.Status.PENDING
+                    ).exists()
+                ):
+                    raise stale
                 stop = Stop.objects.create(
                     organization=plan.organization, route=route, order=order, sequence=_free_sequence(route)
                 )
-                _follow_route(order, route, stop, by)
+            elif stop.status != Stop.Status.PENDING:
+                raise stale
             elif stop.route_id != route.pk:
                 touched[stop.route_id] = stop.route
                 Stop.objects.filter(pk=stop.pk).update(route=route, sequence=_free_sequence(route))
-                services._event(
-                    order=stop.order,
-                    kind="note",
-                    by=by,
-                    stop=stop,
-                    note=f"Re-planned onto {shift.driver}'s route.",
-                )
-            Stop.objects.filter(pk=stop.pk).update(planned_arrival=datetime.fromisoformat(item["start"]))
+                _note(stop, route, by, f"Re-planned onto {shift.driver}'s route.")
+            services.order_follow_route(order=stop.order, route=route, by=by, stop=stop)
             ordered.append(stop)
         _resequence(route, kept + ordered)
     for route in touched.values():
-        Route.objects.filter(pk=route.pk).update(version=F("version") + 1)
         route_recompute(route=route)
-    result = dict(plan.result) | {"applied_at": timezone.now().isoformat()}
-    Plan.objects.filter(pk=plan.pk).update(result=result)
+    Plan.objects.filter(pk=plan.pk).update(result=plan.result | {"applied_at": timezone.now().isoformat()})
     return list(touched.values())
 
 
 def _free_sequence(route: Route) -> int:
     return (route.stops.aggregate(m=Max("sequence"))["m"] or 0) + 1
-
-
-def _follow_route(order: Order, route: Route, stop: Stop, by) -> None:
-    """A new order joining a live route takes the route's stage: assigned, or out for delivery."""
-    if order.status != Order.Status.ASSIGNED:
-        order = services.order_transition(order=order, to=Order.Status.ASSIGNED, by=by, stop=stop)
-    if route.status == Route.Status.IN_PROGRESS:
-        services.order_transition(order=order, to=Order.Status.OUT_FOR_DELIVERY, by=by, stop=stop)
-
-
-def _unplan_stop(stop: Stop, by) -> None:
-    order = stop.order
-    if stop.events.exists():
-        services.stop_transition(stop=stop, to=Stop.Status.SKIPPED, by=by, reason="Left out by re-planning")
-    else:
-        stop.delete()
-    order.refresh_from_db()
-    if order.status == Order.Status.OUT_FOR_DELIVERY:
-        order = services.order_transition(
-            order=order, to=Order.Status.ASSIGNED, by=by, reason="Left out by re-planning"
-        )
-    if order.status in (Order.Status.PLANNED, Order.Status.ASSIGNED):
-        services.order_transition(order=order, to=Order.Status.NEW, by=by, reason="Left out by re-planning")

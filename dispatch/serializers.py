@@ -3,6 +3,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from dispatch.models import Order, Plan
+from dispatch.planning import MAX_BUDGET_SECONDS
 from dispatch.timeutils import local_datetime
 
 
@@ -107,6 +108,6 @@ class PlanInput(serializers.Serializer):
         required=False,
         help_text="Order ids; default: every open order of the day.",
     )
-    objective = serializers.ChoiceField(choices=["time", "distance"], default="time")
-    time_budget_seconds = serializers.IntegerField(min_value=1, max_value=120, default=10)
+    objective = serializers.ChoiceField(choices=Plan.Objective.choices, default=Plan.Objective.TIME)
+    time_budget_seconds = serializers.IntegerField(min_value=1, max_value=MAX_BUDGET_SECONDS, default=10)
     balance = serializers.BooleanField(default=False)

@@ -44,7 +44,7 @@ ORDER_TRANSITIONS: dict[str, set[str]] = {
     S.PLANNED: {S.NEW, S.ASSIGNED, S.CANCELLED},
     S.ASSIGNED: {S.NEW, S.PLANNED, S.OUT_FOR_DELIVERY, S.CANCELLED},
     S.OUT_FOR_DELIVERY: {S.DELIVERED, S.PICKED_UP, S.FAILED, S.ASSIGNED, S.CANCELLED},
-    S.FAILED: {S.ASSIGNED, S.NEW, S.CANCELLED},
+    S.FAILED: {S.PLANNED, S.ASSIGNED, S.NEW, S.CANCELLED},
     S.DELIVERED: set(),
     S.PICKED_UP: set(),
     S.CANCELLED: set(),
@@ -463,6 +463,31 @@ def order_transition(
     return current
 
 
+ROUTE_STAGE = {R.DRAFT: S.PLANNED, R.PUBLISHED: S.ASSIGNED, R.IN_PROGRESS: S.OUT_FOR_DELIVERY}
+
+
+def order_follow_route(
+    *, order: Order, route: Route, by: AbstractBaseUser | None, stop: Stop | None = None
+) -> Order:
+    """Give an open order the stage of the route it is now on (draft → planned, published →
+    assigned, started → out for delivery), stepping through legal transitions only."""
+    target = ROUTE_STAGE.get(route.status)
+    current = Order.objects.get(pk=order.pk)
+    if target is None or current.status == target or not current.is_open:
+        return current
+    path, frontier, seen = {current.status: []}, [current.status], {current.status}
+    while frontier and target not in path:
+        status = frontier.pop(0)
+        for following in sorted(ORDER_TRANSITIONS[status]):
+            if following not in seen and following in {*ROUTE_STAGE.values(), S.NEW}:
+                seen.add(following)
+                path[following] = path[status] + [following]
+                frontier.append(following)
+    for status in path.get(target, []):
+        current = order_transition(order=current, to=status, by=by, stop=stop)
+    return current
+
+
 def order_cancel(
     *, order: Order, by: AbstractBaseUser | None, reason: str = "", at: datetime | None = None
 ) -> Order:
@@ -565,6 +590,8 @@ def stop_transition(
         updates["failure_reason"] = reason.strip()
     if Stop.objects.filter(pk=current.pk, status=current.status).update(**updates) != 1:
         raise IllegalTransition("The stop changed status at the same moment; reload and retry.")
+    # The route changed too: a dispatcher's page or a re-plan proposal made before this is stale.
+    Route.objects.filter(pk=current.route_id).update(version=F("version") + 1)
     order = current.order
     if to == T.COMPLETED:
         done = S.PICKED_UP if order.kind == Order.Kind.PICKUP else S.DELIVERED

@@ -31,13 +31,20 @@
         bounds.extend(point);
         L.circleMarker(point, { radius: 9, color: route.colour, fillColor: route.colour, fillOpacity: 0.9, weight: 1 })
           .bindTooltip(String(stop.n), { permanent: true, direction: "center", className: "stop-number" })
-          .bindPopup(route.driver + ": " + stop.n + ". " + stop.label)
+          .bindPopup(textElement(route.driver + ": " + stop.n + ". " + stop.label))
           .addTo(layer);
       });
       line.push(data.depot);
       L.polyline(line, { color: route.colour, weight: 3, opacity: 0.7 }).addTo(layer);
     });
     map.fitBounds(bounds, { padding: [20, 20], animate: false });
+  }
+
+  // Customer text goes in as text, never as HTML.
+  function textElement(text) {
+    var el = document.createElement("span");
+    el.textContent = text;
+    return el;
   }
 
   function paintSwatches(root) {
@@ -79,6 +86,12 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () { refresh(document); });
+  // A refused change (404, 409, 500) is not swapped by htmx 2: show the routes as they are now,
+  // so a dragged stop does not stay where it was dropped.
+  document.addEventListener("htmx:responseError", function () {
+    if (!document.getElementById("plan-routes")) return;
+    htmx.ajax("GET", window.location.pathname, { target: "#plan-routes", swap: "outerHTML" });
+  });
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.detail.target && event.detail.target.id === "plan-routes") refresh(document);
   });

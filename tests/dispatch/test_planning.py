@@ -228,25 +228,23 @@ def test_a_visited_stop_cannot_be_moved(org, day):
         planning.stop_move(stop=stop, to_route=route, position=3, by=None)
 
 
-def test_swapping_drivers_and_locking(org, day):
+def test_swapping_drivers_gives_each_driver_the_others_stops(org, day):
     plan = create_and_run(org, day)
     routes = list(plan.routes.order_by("pk"))
     if len(routes) < 2:
+        spare = next(d for d in day["drivers"] if d != routes[0].driver)
         routes.append(
-            services.route_create(
-                organization=org,
-                driver=day["drivers"][1] if routes[0].driver == day["drivers"][0] else day["drivers"][0],
-                depot=day["depot"],
-                date=DAY,
-                plan=plan,
-            )
+            services.route_create(organization=org, driver=spare, depot=day["depot"], date=DAY, plan=plan)
         )
     a, b = routes[:2]
-    driver_a, driver_b = a.driver, b.driver
+    stops_a, stops_b = set(a.stops.values_list("pk", flat=True)), set(b.stops.values_list("pk", flat=True))
+    drivers = (a.driver, b.driver)
     planning.route_swap_drivers(route=a, other=b, by=None)
+    assert set(a.stops.values_list("pk", flat=True)) == stops_b
+    assert set(b.stops.values_list("pk", flat=True)) == stops_a
     a.refresh_from_db()
     b.refresh_from_db()
-    assert (a.driver, b.driver) == (driver_b, driver_a)
+    assert (a.driver, b.driver) == drivers  # each driver keeps one route and their vehicle
     assert planning.route_set_locked(route=a, locked=True, by=None).locked
 
 
@@ -281,3 +279,64 @@ def test_a_day_when_the_clocks_go_forward_is_planned_in_real_time(org, dispatche
     for order in orders:
         stop = Stop.objects.get(order=order)
         assert order.window_start <= stop.planned_arrival <= order.window_end
+
+
+def test_a_failed_order_is_planned_again(org, day):
+    failed = day["orders"][0]
+    Order.objects.filter(pk=failed.pk).update(status=Order.Status.FAILED)
+    plan = create_and_run(org, day)
+    assert plan.status == Plan.Status.SUCCEEDED, plan.error
+    failed.refresh_from_db()
+    assert failed.status == Order.Status.PLANNED
+
+
+def test_a_planner_crash_ends_the_run_as_failed(org, day, monkeypatch):
+    import dispatch.planner.solver as solver
+
+    def broken(problem, **kwargs):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(solver, "solve", broken)
+    plan = create_and_run(org, day)
+    assert plan.status == Plan.Status.FAILED and "solver exploded" in plan.error
+    assert not Route.objects.exists()
+
+
+def test_a_stop_moved_onto_a_started_route_is_out_for_delivery(org, day):
+    plan = create_and_run(org, day)
+    planning.plan_publish(plan=plan, by=None)
+    first = plan.routes.order_by("pk").first()
+    services.route_transition(route=first, to=Route.Status.IN_PROGRESS, by=None)
+    late = OrderFactory(organization=org, lat=52.50, lng=13.41)
+    draft = services.route_create(
+        organization=org, driver=day["drivers"][1], depot=day["depot"], date=DAY, orders=[late]
+    )
+    services.order_follow_route(order=late, route=draft, by=None)
+    stop = draft.stops.get()
+    planning.stop_move(stop=stop, to_route=first, position=99, by=None)
+    late.refresh_from_db()
+    assert late.status == Order.Status.OUT_FOR_DELIVERY
+
+
+def test_moving_up_works_after_a_stop_was_removed_from_a_published_route(org, day):
+    plan = create_and_run(org, day)
+    planning.plan_publish(plan=plan, by=None)
+    route = max(plan.routes.all(), key=lambda r: r.stops.count())
+    stops = list(route.stops.order_by("sequence"))
+    planning.stop_remove(stop=stops[-1], by=None)  # published: kept as skipped, at the end
+    second = Stop.objects.get(pk=stops[1].pk)
+    planning.stop_move(stop=second, to_route=route, position=second.sequence - 1, by=None)
+    second.refresh_from_db()
+    assert second.sequence == 1
+
+
+def test_a_driver_cannot_have_two_live_routes_on_one_day(org, day):
+    from django.db import IntegrityError, transaction
+
+    from tests.factories import RouteFactory
+
+    driver = day["drivers"][0]
+    RouteFactory(organization=org, driver=driver, depot=day["depot"], status=Route.Status.PUBLISHED)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        RouteFactory(organization=org, driver=driver, depot=day["depot"], status=Route.Status.PUBLISHED)
+    RouteFactory(organization=org, driver=driver, depot=day["depot"], status=Route.Status.DRAFT)

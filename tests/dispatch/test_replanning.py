@@ -170,3 +170,25 @@ def test_the_plans_page_offers_a_replan_once_routes_are_out(dispatcher_client, o
     )
     plan = Plan.objects.filter(options__mode="replan").get()
     assert response["Location"] == plan.get_absolute_url()
+
+
+def test_a_proposal_is_refused_once_a_driver_reached_one_of_its_stops(org, started_day):
+    plan = replan(org, started_day)
+    route = started_day["route"]
+    nxt = route.stops.filter(status=Stop.Status.PENDING).order_by("sequence").first()
+    services.stop_transition(stop=nxt, to=Stop.Status.ARRIVED, by=None)  # the driver got there
+    before = snapshot()
+    with pytest.raises(services.StaleEdit):
+        planning.replan_apply(plan=plan, by=None)
+    assert snapshot() == before
+
+
+def test_a_new_order_cancelled_after_the_proposal_is_refused_not_a_500(dispatcher_client, org, started_day):
+    urgent = OrderFactory(
+        organization=org, lat=52.4985, lng=13.42, window_start=at(13), window_end=at(15), priority="high"
+    )
+    plan = replan(org, started_day)
+    services.order_cancel(order=urgent, by=None)
+    response = dispatcher_client.post(f"/plans/{plan.pk}/apply/", follow=True)
+    assert response.status_code == 200 and "Run the re-plan again" in response.content.decode()
+    assert not Stop.objects.filter(order=urgent).exists()
