@@ -9,6 +9,7 @@ from rest_framework.throttling import AnonRateThrottle
 
 from config.health import healthz
 from dispatch import api as dispatch_api
+from tracking import api as tracking_api
 
 
 class AuthTokenThrottle(AnonRateThrottle):
@@ -50,6 +51,7 @@ urlpatterns = [
         AuthTokenView.as_view(),
         name="api_token",
     ),
+    path("api/v1/driver/locations/", tracking_api.DriverLocationsView.as_view(), name="driver_locations"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api_docs"),

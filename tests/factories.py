@@ -177,3 +177,30 @@ class StopEventFactory(factory.django.DjangoModelFactory):
     organization = factory.SelfAttribute("order.organization")
     kind = StopEvent.Kind.NOTE
     at = factory.LazyFunction(lambda: _at(TODAY, 10))
+
+
+class LocationPingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "tracking.LocationPing"
+
+    driver = factory.SubFactory(DriverFactory)
+    organization = factory.SelfAttribute("driver.organization")
+    uuid = factory.Faker("uuid4", cast_to=None)
+    recorded_at = factory.LazyFunction(lambda: _at(TODAY, 10))
+    received_at = factory.SelfAttribute("recorded_at")
+    lat = 52.5035
+    lng = 13.3989
+    accuracy_m = 10.0
+
+
+class DriverPositionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "tracking.DriverPosition"
+
+    driver = factory.SubFactory(DriverFactory)
+    organization = factory.SelfAttribute("driver.organization")
+    recorded_at = factory.LazyFunction(lambda: _at(TODAY, 10))
+    received_at = factory.SelfAttribute("recorded_at")
+    lat = 52.5035
+    lng = 13.3989
+    accuracy_m = 10.0

@@ -86,6 +86,7 @@ EXPECTED: dict[str, Row] = {
     "order-detail":            Row(401,   403,  200,  200,  404,  403,  "order",  "order"),
     "order-bulk":              Row(401,   403,  405,  405,  405,  403,  None,     None),
     "order-cancel":            Row(401,   403,  405,  405,  405,  403,  "order",  None),
+    "driver_locations":        Row(401,   405,  403,  403,  403,  403,  None,     None),
     "plan-list":               Row(401,   403,  200,  200,  200,  403,  None,     None),
     "plan-detail":             Row(401,   403,  200,  200,  404,  403,  "plan",   None),
     "schema":                  Row(200,   200,  200,  200,  200,  200,  None,     None),

@@ -1,0 +1,37 @@
+"""Django admin for live data: platform staff only (not scoped to an organisation, as in
+dispatch.admin). GPS history is evidence: LocationPing is read-only; positions are written by
+tracking.services.location_record_batch alone, so DriverPosition is read-only too."""
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from tracking.models import DriverPosition, LocationPing
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(LocationPing)
+class LocationPingAdmin(ReadOnlyAdmin):
+    list_display = ["driver", "recorded_at", "received_at", "lat", "lng", "accuracy_m", "source", "flags"]
+    list_filter = ["source", "flags", "organization"]
+    search_fields = ["uuid", "driver__user__username", "driver__user__last_name"]
+    date_hierarchy = "recorded_at"
+    list_select_related = ["driver__user"]
+    show_full_result_count = False  # count(*) over the whole ping history is slow
+
+
+@admin.register(DriverPosition)
+class DriverPositionAdmin(ReadOnlyAdmin):
+    list_display = ["driver", "recorded_at", "received_at", "lat", "lng", "accuracy_m", "source"]
+    list_filter = ["source", "organization"]
+    search_fields = ["driver__user__username", "driver__user__last_name"]
+    list_select_related = ["driver__user"]
