@@ -256,6 +256,16 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status" and "kind": give each choice set its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "dispatch.models.Order.Status",
+        "RouteStatusEnum": "dispatch.models.Route.Status",
+        "StopStatusEnum": "dispatch.models.Stop.Status",
+        "PlanStatusEnum": "dispatch.models.Plan.Status",
+        "OrderKindEnum": "dispatch.models.Order.Kind",
+        "RouteEventKindEnum": "tracking.serializers.ROUTE_EVENT_KINDS",
+        "StopEventKindEnum": "tracking.serializers.STOP_EVENT_KINDS",
+    },
 }
 
 # --- Background jobs (django-q2) ------------------------------------------------------------

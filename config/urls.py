@@ -52,6 +52,17 @@ urlpatterns = [
         name="api_token",
     ),
     path("api/v1/driver/locations/", tracking_api.DriverLocationsView.as_view(), name="driver_locations"),
+    path("api/v1/driver/route/", tracking_api.DriverRouteView.as_view(), name="driver_route"),
+    path(
+        "api/v1/driver/routes/<int:route_id>/events/",
+        tracking_api.DriverRouteEventsView.as_view(),
+        name="driver_route_events",
+    ),
+    path(
+        "api/v1/driver/stops/<int:stop_id>/events/",
+        tracking_api.DriverStopEventsView.as_view(),
+        name="driver_stop_events",
+    ),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api_docs"),

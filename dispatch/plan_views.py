@@ -1,5 +1,6 @@
 """The planner's pages: start a run, watch it, read and adjust its routes, publish them."""
 
+import json
 from datetime import date, datetime
 
 from django import forms
@@ -190,7 +191,7 @@ def _plan_context(request: HttpRequest, plan: Plan) -> dict:
         "totals": plan.result.get("totals", {}),
         "previous": previous,
         "previous_totals": previous.result.get("totals", {}) if previous else {},
-        "map_data": map_data,
+        "map_json": json.dumps(map_data),
         "drafts": any(r.status == Route.Status.DRAFT for r in routes),
     }
 

@@ -437,6 +437,9 @@ def order_transition(
     reason: str = "",
     stop: Stop | None = None,
     kind: str = StopEvent.Kind.STATUS,
+    note: str = "",
+    lat: float | None = None,
+    lng: float | None = None,
 ) -> Order:
     """Move an order along its life cycle. Raises IllegalTransition; appends a StopEvent."""
     current = Order.objects.get(pk=order.pk)
@@ -457,7 +460,7 @@ def order_transition(
         raise IllegalTransition(f"Order {current} changed status at the same moment; reload and retry.")
     _event(
         order=current, kind=kind, by=by, at=at, stop=stop,
-        from_status=current.status, to_status=to, reason=reason,
+        from_status=current.status, to_status=to, reason=reason, note=note, lat=lat, lng=lng,
     )  # fmt: skip
     current.refresh_from_db()
     return current
@@ -595,17 +598,14 @@ def stop_transition(
     order = current.order
     if to == T.COMPLETED:
         done = S.PICKED_UP if order.kind == Order.Kind.PICKUP else S.DELIVERED
-        order_transition(order=order, to=done, by=by, at=at, stop=current, kind=done)
+        order_transition(
+            order=order, to=done, by=by, at=at, stop=current, kind=done, note=note, lat=lat, lng=lng
+        )
     elif to == T.FAILED:
         order_transition(
-            order=order,
-            to=S.FAILED,
-            by=by,
-            at=at,
-            stop=current,
-            reason=reason.strip(),
-            kind=StopEvent.Kind.FAILED,
-        )
+            order=order, to=S.FAILED, by=by, at=at, stop=current, reason=reason.strip(),
+            kind=StopEvent.Kind.FAILED, note=note, lat=lat, lng=lng,
+        )  # fmt: skip
     else:
         _event(
             order=order, kind=_STOP_KIND[to], by=by, at=at, stop=current,

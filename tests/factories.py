@@ -204,3 +204,15 @@ class DriverPositionFactory(factory.django.DjangoModelFactory):
     lat = 52.5035
     lng = 13.3989
     accuracy_m = 10.0
+
+
+class DriverActionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "tracking.DriverAction"
+
+    driver = factory.SubFactory(DriverFactory)
+    organization = factory.SelfAttribute("driver.organization")
+    uuid = factory.Faker("uuid4", cast_to=None)
+    kind = "arrived"
+    recorded_at = factory.LazyFunction(lambda: _at(TODAY, 10))
+    received_at = factory.SelfAttribute("recorded_at")

@@ -86,6 +86,9 @@ EXPECTED: dict[str, Row] = {
     "order-detail":            Row(401,   403,  200,  200,  404,  403,  "order",  "order"),
     "order-bulk":              Row(401,   403,  405,  405,  405,  403,  None,     None),
     "order-cancel":            Row(401,   403,  405,  405,  405,  403,  "order",  None),
+    "driver_route":            Row(401,   200,  403,  403,  403,  403,  None,     None),
+    "driver_route_events":     Row(401,   405,  403,  403,  403,  403,  "route_id", None),
+    "driver_stop_events":      Row(401,   405,  403,  403,  403,  403,  "stop_id", None),
     "driver_locations":        Row(401,   405,  403,  403,  403,  403,  None,     None),
     "plan-list":               Row(401,   403,  200,  200,  200,  403,  None,     None),
     "plan-detail":             Row(401,   403,  200,  200,  404,  403,  "plan",   None),
@@ -240,6 +243,8 @@ def _kwargs(obj: str | None, world: World) -> dict[str, Any]:
         return {}
     if obj == "reset":
         return {"uidb64": "MQ", "token": "not-a-valid-token"}
+    if obj in ("route_id", "stop_id"):  # driver API routes name their id
+        return {obj: world.objects[obj.removesuffix("_id")].pk}
     return {"pk": world.objects[obj].pk}
 
 

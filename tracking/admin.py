@@ -5,7 +5,7 @@ tracking.services.location_record_batch alone, so DriverPosition is read-only to
 from django.contrib import admin
 from django.http import HttpRequest
 
-from tracking.models import DriverPosition, LocationPing
+from tracking.models import DriverAction, DriverPosition, LocationPing
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -35,3 +35,15 @@ class DriverPositionAdmin(ReadOnlyAdmin):
     list_filter = ["source", "organization"]
     search_fields = ["driver__user__username", "driver__user__last_name"]
     list_select_related = ["driver__user"]
+
+
+@admin.register(DriverAction)
+class DriverActionAdmin(ReadOnlyAdmin):
+    """The driver's actions as the app sent them: evidence for disputes, so read-only."""
+
+    list_display = ["driver", "kind", "stop", "recorded_at", "received_at"]
+    list_filter = ["kind", "organization"]
+    search_fields = ["uuid", "driver__user__username", "driver__user__last_name", "stop__order__external_ref"]
+    date_hierarchy = "received_at"
+    list_select_related = ["driver__user", "stop__order", "stop__route__driver__user"]
+    show_full_result_count = False

@@ -78,3 +78,45 @@ class DriverPosition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.driver_id} at {self.recorded_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DriverAction(models.Model):
+    """One thing a driver did in the app (start/end a route, arrive, deliver, fail, skip).
+
+    The client makes the uuid, so an offline queue replayed after a lost answer is recognised:
+    a repeated (driver, uuid) returns the stored result and changes nothing. Written only by
+    tracking.services.driver_route_event / driver_stop_event, in the transaction of the change.
+    """
+
+    class Kind(models.TextChoices):
+        ROUTE_START = "route_start", "Route started"
+        ROUTE_END = "route_end", "Route ended"
+        ARRIVED = "arrived", "Arrived"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    driver = models.ForeignKey("dispatch.Driver", on_delete=models.CASCADE, related_name="actions")
+    uuid = models.UUIDField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    route = models.ForeignKey(
+        "dispatch.Route", on_delete=models.PROTECT, related_name="driver_actions", null=True, blank=True
+    )
+    stop = models.ForeignKey(
+        "dispatch.Stop", on_delete=models.PROTECT, related_name="driver_actions", null=True, blank=True
+    )
+    recorded_at = models.DateTimeField(help_text="When the driver did it (device clock, as sent).")
+    received_at = models.DateTimeField(help_text="When the server stored it.")
+    payload = models.JSONField(default=dict, blank=True, help_text="What the app sent, plus server notes.")
+    result = models.JSONField(default=dict, blank=True, help_text="What the action changed.")
+
+    class Meta:
+        ordering = ["driver", "received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["driver", "uuid"], name="driveraction_uuid_unique_per_driver"),
+        ]
+        indexes = [models.Index(fields=["organization", "received_at"], name="driveraction_org_time")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.driver_id} at {self.recorded_at:%Y-%m-%d %H:%M:%S}"

@@ -3,7 +3,9 @@
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from dispatch.models import Depot, Order, Route, Stop
 from tracking.models import Source
+from tracking.services import FAILURE_REASONS
 
 MAX_FIXES = 500
 
@@ -60,3 +62,130 @@ class LocationBatchResult(serializers.Serializer):
     duplicates = serializers.IntegerField(help_text="Fixes already stored earlier (same uuid).")
     rejected = RejectedFix(many=True)
     flagged = serializers.IntegerField(help_text="Stored fixes flagged low-accuracy or speed-jump.")
+
+
+# --- The driver working a route (issue #4) ---------------------------------------------------
+
+
+class DriverOrderSerializer(serializers.ModelSerializer):
+    """What a driver needs to find the customer and hand over the parcels; nothing more."""
+
+    class Meta:
+        model = Order
+        fields = [
+            "external_ref",
+            "kind",
+            "recipient_name",
+            "recipient_phone",
+            "address",
+            "lat",
+            "lng",
+            "window_start",
+            "window_end",
+            "parcels",
+            "service_minutes",
+            "instructions",
+        ]
+
+
+class DriverStopSerializer(serializers.ModelSerializer):
+    order = DriverOrderSerializer()
+
+    class Meta:
+        model = Stop
+        fields = ["id", "sequence", "status", "planned_arrival", "order"]
+
+
+class DriverDepotSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Depot
+        fields = ["name", "address", "lat", "lng"]
+
+
+class DriverRouteSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Route
+        fields = ["id", "date", "status", "started_at", "completed_at"]
+
+
+class DriverRouteSerializer(serializers.ModelSerializer):
+    """Today's route with its stops in planned order (the selector prefetches them)."""
+
+    depot = DriverDepotSerializer()
+    vehicle = serializers.CharField(source="vehicle.name", default=None)
+    stops = DriverStopSerializer(many=True)
+
+    class Meta:
+        model = Route
+        fields = ["id", "date", "status", "started_at", "completed_at", "depot", "vehicle", "stops"]
+
+
+class DriverRouteToday(serializers.Serializer):
+    route = DriverRouteSerializer(allow_null=True)
+
+
+# Module-level so config.settings' SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"] can name them.
+ROUTE_EVENT_KINDS = [("start", "Start"), ("end", "End")]
+STOP_EVENT_KINDS = [
+    ("arrived", "Arrived"),
+    ("delivered", "Delivered"),
+    ("failed", "Failed"),
+    ("skipped", "Skipped"),
+]
+FAILURE_REASON_CHOICES = list(FAILURE_REASONS.items())
+
+
+class RouteEventInput(serializers.Serializer):
+    uuid = serializers.UUIDField(
+        help_text="Made by the app, one per action; a replay is answered, not redone."
+    )
+    kind = serializers.ChoiceField(choices=ROUTE_EVENT_KINDS)
+    at = OffsetDateTimeField(help_text="When the driver did it, by the phone's clock.")
+
+
+class StopEventInput(serializers.Serializer):
+    uuid = serializers.UUIDField(
+        help_text="Made by the app, one per action; a replay is answered, not redone."
+    )
+    kind = serializers.ChoiceField(
+        choices=[
+            ("arrived", "Arrived"),
+            ("delivered", "Delivered"),
+            ("failed", "Failed"),
+            ("skipped", "Skipped"),
+        ]
+    )
+    at = OffsetDateTimeField(help_text="When the driver did it, by the phone's clock.")
+    reason = serializers.ChoiceField(
+        choices=FAILURE_REASON_CHOICES,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Why it failed; required when kind is failed.",
+    )
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+    lat = serializers.FloatField(required=False, allow_null=True, default=None, min_value=-90, max_value=90)
+    lng = serializers.FloatField(required=False, allow_null=True, default=None, min_value=-180, max_value=180)
+
+    def validate(self, data):
+        if data["kind"] == "failed" and not data["reason"]:
+            raise serializers.ValidationError({"reason": "Choose why the stop failed."})
+        if data["reason"] == "other" and not data["note"].strip():
+            raise serializers.ValidationError({"note": "Say what went wrong when the reason is “other”."})
+        if (data["lat"] is None) != (data["lng"] is None):
+            raise serializers.ValidationError({"lat": "Send lat and lng together, or neither."})
+        return data
+
+
+class StopEventResult(serializers.Serializer):
+    stop = DriverStopSerializer()
+    duplicate = serializers.BooleanField(
+        help_text="True when this uuid was already recorded; nothing changed."
+    )
+
+
+class RouteEventResult(serializers.Serializer):
+    route = DriverRouteSummarySerializer()
+    duplicate = serializers.BooleanField(
+        help_text="True when this uuid was already recorded; nothing changed."
+    )

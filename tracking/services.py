@@ -2,15 +2,19 @@
 
 import math
 import uuid as uuid_lib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from dispatch.models import Driver
-from tracking.models import DriverPosition, LocationPing, Source
+from dispatch.models import Driver, Route, Stop
+from dispatch.services import IllegalTransition, route_transition, stop_transition
+from dispatch.timeutils import local_today
+from tracking.models import DriverAction, DriverPosition, LocationPing, Source
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=7)
@@ -189,3 +193,243 @@ def _position_advance(*, driver: Driver, row: dict, source: str, now: datetime) 
         ignore_conflicts=True,
     )
     newer.update(**values)
+
+
+# --- Working a route: the driver's actions (issue #4) ----------------------------------------
+
+# Codes the app sends → the words dispatchers and reports read (Stop.failure_reason).
+FAILURE_REASONS = {
+    "not_home": "Nobody home",
+    "refused": "Refused by the recipient",
+    "address_not_found": "Address not found",
+    "access_problem": "Could not get access",
+    "damaged": "Parcel damaged",
+    "other": "Other",
+}
+STOP_KINDS = ("arrived", "delivered", "failed", "skipped")
+ROUTE_KINDS = ("start", "end")
+OPEN_STOP_STATUSES = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED)
+_FINAL_STOP_STATUSES = (Stop.Status.COMPLETED, Stop.Status.FAILED, Stop.Status.SKIPPED)
+
+
+@dataclass
+class DriverActionResult:
+    action: DriverAction
+    route: Route
+    stop: Stop | None
+    duplicate: bool
+
+
+def _stored(*, driver: Driver, uuid: uuid_lib.UUID, kind: str, route: Route, stop: Stop | None):
+    """The result of an action already stored under this uuid, or None.
+
+    A uuid reused for a different action is a client bug: refusing it beats silently
+    answering with another action's result.
+    """
+    action = DriverAction.objects.filter(driver=driver, uuid=uuid).first()
+    if action is None:
+        return None
+    if action.kind != kind or action.route_id != route.pk or action.stop_id != (stop.pk if stop else None):
+        raise IllegalTransition(
+            "This action id was already used for another action; the app must send a new id per action."
+        )
+    route.refresh_from_db()
+    if stop is not None:
+        stop.refresh_from_db()
+    return DriverActionResult(action=action, route=route, stop=stop, duplicate=True)
+
+
+def _idempotent(work, *, driver: Driver, uuid: uuid_lib.UUID, kind: str, route: Route, stop: Stop | None):
+    """Run `work` once per (driver, uuid). A replay, or a replay racing the first request (it
+    loses on the unique constraint or on the conditional status update), gets the stored result."""
+    replay = _stored(driver=driver, uuid=uuid, kind=kind, route=route, stop=stop)
+    if replay is not None:
+        return replay
+    try:
+        return work()
+    except (IntegrityError, IllegalTransition):
+        replay = _stored(driver=driver, uuid=uuid, kind=kind, route=route, stop=stop)
+        if replay is None:
+            raise
+        return replay
+
+
+def _check_driver_route(*, driver: Driver, route: Route, now: datetime) -> None:
+    if route.driver_id != driver.pk:
+        raise PermissionDenied("This route belongs to another driver.")
+    today = local_today(driver.organization.tzinfo, now)
+    if route.date != today:
+        raise IllegalTransition(f"This route is for {route.date:%d %b %Y}; you can only work today's route.")
+    if route.status == Route.Status.DRAFT:
+        raise IllegalTransition("This route is not published yet; wait for your dispatcher to publish it.")
+
+
+def _device_time(at: datetime, now: datetime) -> datetime:
+    """The device's time, but never in the future: a fast phone clock must not date events ahead."""
+    return min(at, now)
+
+
+def _action(
+    *, driver: Driver, uuid: uuid_lib.UUID, kind: str, route: Route, stop: Stop | None,
+    at: datetime, now: datetime, payload: dict,
+) -> DriverAction:  # fmt: skip
+    # Inserted first, so a concurrent replay of the same uuid fails on the constraint at once.
+    return DriverAction.objects.create(
+        organization_id=driver.organization_id,
+        driver=driver,
+        uuid=uuid,
+        kind=kind,
+        route=route,
+        stop=stop,
+        recorded_at=at,
+        received_at=now,
+        payload=payload,
+    )
+
+
+def driver_route_event(
+    *, driver: Driver, route: Route, uuid: uuid_lib.UUID, kind: str, at: datetime, now: datetime | None = None
+) -> DriverActionResult:
+    """Start (published → in progress) or end (in progress → completed) the driver's route today.
+
+    Ending is refused while any stop is pending, en route or arrived. Raises IllegalTransition
+    (409) for a refused change, PermissionDenied for another driver's route, ValidationError for
+    an unknown kind. A repeated uuid returns the first result with duplicate=True, changing nothing.
+    """
+    if kind not in ROUTE_KINDS:
+        raise ValidationError({"kind": f"“{kind}” is not a route action; use start or end."})
+    now = now or timezone.now()
+    action_kind = DriverAction.Kind.ROUTE_START if kind == "start" else DriverAction.Kind.ROUTE_END
+
+    @transaction.atomic
+    def work() -> DriverActionResult:
+        current = Route.objects.get(pk=route.pk)
+        _check_driver_route(driver=driver, route=current, now=now)
+        when = _device_time(at, now)
+        if kind == "start":
+            if current.status == Route.Status.COMPLETED:
+                raise IllegalTransition("This route is already completed.")
+            target = Route.Status.IN_PROGRESS
+        else:
+            if current.status == Route.Status.COMPLETED:
+                raise IllegalTransition("This route is already completed.")
+            still_open = current.stops.filter(status__in=OPEN_STOP_STATUSES).count()
+            if still_open:
+                raise IllegalTransition(
+                    f"{still_open} stop{'s are' if still_open != 1 else ' is'} still open: mark each one "
+                    "delivered, failed or skipped before ending the route."
+                )
+            target = Route.Status.COMPLETED
+        action = _action(
+            driver=driver, uuid=uuid, kind=action_kind, route=current, stop=None, at=at, now=now,
+            payload={"at": when.isoformat()},
+        )  # fmt: skip
+        # A route a stop event already started is simply started: an offline queue may send
+        # "start" after its first delivery.
+        if current.status != target:
+            current = route_transition(route=current, to=target, by=driver.user, at=when)
+        action.result = {"route": current.pk, "status": current.status}
+        action.save(update_fields=["result"])
+        return DriverActionResult(action=action, route=current, stop=None, duplicate=False)
+
+    return _idempotent(work, driver=driver, uuid=uuid, kind=action_kind, route=route, stop=None)
+
+
+def driver_stop_event(
+    *,
+    driver: Driver,
+    stop: Stop,
+    uuid: uuid_lib.UUID,
+    kind: str,
+    at: datetime,
+    reason: str = "",
+    note: str = "",
+    lat: float | None = None,
+    lng: float | None = None,
+    now: datetime | None = None,
+) -> DriverActionResult:
+    """Record what the driver did at a stop of his route today: arrived, delivered, failed, skipped.
+
+    `at` is the device's time (clamped to now) and becomes the StopEvent's time. Delivering a
+    pending stop marks it arrived first; a stop done while earlier ones are still open is allowed
+    and noted in the action's payload ("out_of_planned_order"). The first stop action on a
+    published route starts it. Failing needs a reason from FAILURE_REASONS ("other" needs a
+    note); it is stored as its label. Raises ValidationError (bad reason), IllegalTransition
+    (e.g. the stop is already closed), PermissionDenied (another driver's stop). A repeated uuid
+    returns the first result with duplicate=True and writes no StopEvent. Enqueues nothing.
+    """
+    if kind not in STOP_KINDS:
+        raise ValidationError({"kind": f"“{kind}” is not a stop action; use one of {', '.join(STOP_KINDS)}."})
+    reason, note = reason.strip(), note.strip()
+    if kind == "failed":
+        if reason not in FAILURE_REASONS:
+            raise ValidationError({"reason": f"Choose why it failed: {', '.join(FAILURE_REASONS)}."})
+        if reason == "other" and not note:
+            raise ValidationError({"note": "Say what went wrong when the reason is “other”."})
+    now = now or timezone.now()
+    route = stop.route
+
+    @transaction.atomic
+    def work() -> DriverActionResult:
+        current = Stop.objects.select_related("route", "order").get(pk=stop.pk)
+        _check_driver_route(driver=driver, route=current.route, now=now)
+        if current.route.status == Route.Status.COMPLETED:
+            raise IllegalTransition("This route is already completed; ask your dispatcher to change a stop.")
+        if current.status in _FINAL_STOP_STATUSES:
+            raise IllegalTransition(
+                f"Stop {current.sequence} is already {current.get_status_display().lower()}; "
+                f"it cannot be marked {kind} again."
+            )
+        when = _device_time(at, now)
+        earlier_open = current.route.stops.filter(
+            sequence__lt=current.sequence, status__in=(Stop.Status.PENDING, Stop.Status.EN_ROUTE)
+        ).count()
+        payload = {"at": when.isoformat(), "reason": reason, "note": note, "lat": lat, "lng": lng}
+        if earlier_open and kind != "arrived":
+            payload |= {"out_of_planned_order": True, "earlier_open_stops": earlier_open}
+        action = _action(
+            driver=driver, uuid=uuid, kind=kind, route=current.route, stop=current, at=at, now=now,
+            payload=payload,
+        )  # fmt: skip
+        route_started = current.route.status == Route.Status.PUBLISHED
+        if route_started:
+            route_transition(route=current.route, to=Route.Status.IN_PROGRESS, by=driver.user, at=when)
+        position = {"lat": lat, "lng": lng}
+        auto_arrived = kind == "delivered" and current.status in (Stop.Status.PENDING, Stop.Status.EN_ROUTE)
+        if kind == "arrived" or auto_arrived:
+            current = stop_transition(
+                stop=current, to=Stop.Status.ARRIVED, by=driver.user, at=when,
+                note=note if kind == "arrived" else "", **position,
+            )  # fmt: skip
+        if kind == "delivered":
+            current = stop_transition(stop=current, to=Stop.Status.COMPLETED, by=driver.user, at=when)
+        elif kind == "failed":
+            label = FAILURE_REASONS[reason]
+            # "Other" alone tells a dispatcher nothing: keep the driver's words with it.
+            text = f"{label}: {note}"[:200] if reason == "other" else label
+            current = stop_transition(
+                stop=current,
+                to=Stop.Status.FAILED,
+                by=driver.user,
+                at=when,
+                reason=text,
+                note=note,
+                **position,
+            )
+        elif kind == "skipped":
+            current = stop_transition(
+                stop=current, to=Stop.Status.SKIPPED, by=driver.user, at=when, note=note, **position
+            )
+        action.result = {
+            "stop": current.pk,
+            "status": current.status,
+            "route_status": Route.objects.values_list("status", flat=True).get(pk=current.route_id),
+            "route_started": route_started,
+            "auto_arrived": auto_arrived,
+        }
+        action.save(update_fields=["result"])
+        current.route.refresh_from_db()
+        return DriverActionResult(action=action, route=current.route, stop=current, duplicate=False)
+
+    action_kind = DriverAction.Kind(kind)
+    return _idempotent(work, driver=driver, uuid=uuid, kind=action_kind, route=route, stop=stop)

@@ -1,9 +1,9 @@
 from django.urls import path
 
-from tracking import views
+from tracking import driver_views, views
 
 app_name = "tracking"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("driver/", views.driver_home, name="driver_home"),
+    path("driver/", driver_views.driver_home, name="driver_home"),
 ]

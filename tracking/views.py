@@ -1,39 +1,76 @@
+import hashlib
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.middleware import HtmxDetails
 
 from dispatch.models import Membership, Order, Route
 from dispatch.permissions import driver_view
-from dispatch.selectors import membership_for, order_status_counts, routes_visible_to
+from dispatch.selectors import membership_for, order_status_counts
 from dispatch.timeutils import local_today
+from tracking.selectors import dashboard_fingerprint, dashboard_live
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 @require_GET
 @login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
-    """The dispatcher's start page. Drivers land on their own app instead."""
+@vary_on_headers("HX-Request")
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
+    """The dispatcher's live map. Drivers land on their own app instead.
+
+    htmx polls the #live partial; it answers 304 while nothing it shows has changed.
+    """
     membership = membership_for(request.user)
     if membership is not None and membership.role == Membership.Role.DRIVER:
         return redirect("tracking:driver_home")
     if membership is None or not membership.uses_portal:
         raise PermissionDenied("Your account is not a member of any organisation.")
-    today = local_today(membership.organization.tzinfo)
+    organization = membership.organization
+    now = timezone.now()
+    today = local_today(organization.tzinfo, now)
+    etag = None
+    if request.htmx:
+        # Only the partial: the full page carries a CSRF token that must not come from a cache.
+        fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
+        etag = quote_etag(hashlib.sha256(fingerprint.encode()).hexdigest()[:32])
+        not_modified = get_conditional_response(request, etag=etag)
+        if not_modified is not None:
+            patch_cache_control(not_modified, private=True, no_cache=True)
+            return not_modified
     counts = order_status_counts(user=request.user, day=today)
-    routes = routes_visible_to(request.user).filter(date=today)
-    return render(
+    live = dashboard_live(organization=organization, day=today, now=now)
+    template = "tracking/dashboard.html"
+    if request.htmx:
+        template += "#live"
+    response = render(
         request,
-        "tracking/dashboard.html",
+        template,
         {
             "nav": "dashboard",
             "today": today,
+            "now": now,
             "counts": counts,
             "total": sum(counts.values()),
             "status_choices": Order.Status.choices,
-            "routes": routes,
+            "rows": live["rows"],
+            "idle_positions": live["idle_positions"],
+            "map_data": live["map"],
         },
     )
+    if etag:
+        response.headers["ETag"] = etag
+        patch_cache_control(response, private=True, no_cache=True)
+    return response
 
 
 @require_GET

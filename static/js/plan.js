@@ -7,8 +7,8 @@
   var map = null, layer = null;
 
   function readData() {
-    var el = document.getElementById("plan-map-data");
-    return el ? JSON.parse(el.textContent) : null;
+    var el = document.getElementById("plan-routes");
+    return el && el.dataset.map ? JSON.parse(el.dataset.map) : null;
   }
 
   function drawMap() {
@@ -92,7 +92,8 @@
     if (!document.getElementById("plan-routes")) return;
     htmx.ajax("GET", window.location.pathname, { target: "#plan-routes", swap: "outerHTML" });
   });
-  document.addEventListener("htmx:afterSwap", function (event) {
-    if (event.detail.target && event.detail.target.id === "plan-routes") refresh(document);
+  // After an outerHTML swap the event's target is the old element: redraw from the new one.
+  document.addEventListener("htmx:load", function (event) {
+    if (event.detail.elt && event.detail.elt.id === "plan-routes") refresh(document);
   });
 })();

@@ -72,7 +72,7 @@ def test_the_result_page_shows_routes_map_data_and_publish(dispatcher_client, or
     plan = create_and_run(org, day)
     body = html(dispatcher_client.get(plan.get_absolute_url()))
     route = plan.routes.first()
-    assert f'id="route-{route.pk}"' in body and 'id="plan-map-data"' in body
+    assert f'id="route-{route.pk}"' in body and 'data-map="{&quot;depot&quot;' in body
     assert str(route.stops.first().order) in body and "Publish routes" in body
 
 

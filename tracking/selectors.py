@@ -1,0 +1,224 @@
+"""Reads for live data: the driver app (scoped to one driver) and the dispatcher's dashboard
+(scoped to one organisation)."""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Max, Prefetch, QuerySet, Sum
+
+from dispatch.models import Depot, Driver, Organization, Route, Stop, StopEvent
+from dispatch.timeutils import local_day_bounds, local_today
+from tracking.models import DriverPosition
+
+# The routes a driver sees in the app; a completed route stays reachable so a late action on it
+# is answered "already completed" (409) rather than "not found".
+DRIVER_ROUTE_STATUSES = (Route.Status.PUBLISHED, Route.Status.IN_PROGRESS, Route.Status.COMPLETED)
+
+
+def driver_routes(*, driver: Driver, now: datetime | None = None) -> QuerySet[Route]:
+    """The driver's own routes for the organisation-local today (drafts excluded)."""
+    today = local_today(driver.organization.tzinfo, now)
+    return Route.objects.filter(driver=driver, date=today, status__in=DRIVER_ROUTE_STATUSES)
+
+
+def driver_stops(*, driver: Driver, now: datetime | None = None) -> QuerySet[Stop]:
+    """Stops the driver may act on: those of his own routes for today. Anything else is a 404."""
+    today = local_today(driver.organization.tzinfo, now)
+    return Stop.objects.filter(
+        route__driver=driver, route__date=today, route__status__in=DRIVER_ROUTE_STATUSES
+    ).select_related("order", "route")
+
+
+def driver_route_today(*, driver: Driver, now: datetime | None = None) -> Route | None:
+    """The driver's published or started route for today, stops in order with their orders."""
+    return (
+        driver_routes(driver=driver, now=now)
+        .filter(status__in=[Route.Status.PUBLISHED, Route.Status.IN_PROGRESS])
+        .select_related("depot", "vehicle")
+        .prefetch_related(
+            Prefetch("stops", queryset=Stop.objects.select_related("order").order_by("sequence"))
+        )
+        .first()
+    )
+
+
+# --- The dispatcher's live dashboard ------------------------------------------------------------
+# Polled every few seconds by every open browser, so its reads are a fixed number of queries
+# whatever the number of drivers and stops (bench/ measures it). Scoped to one organisation.
+
+# A fix older than this is drawn greyed out: the driver's phone may have lost signal.
+STALE_AFTER = timedelta(minutes=5)
+ROUTE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
+OPEN_STOP_STATUSES = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED)
+FAILED_STOP_STATUSES = (Stop.Status.FAILED, Stop.Status.SKIPPED)
+
+
+def dashboard_fingerprint(*, organization: Organization, day: date, now: datetime) -> str:
+    """A cheap summary of everything the live dashboard shows, for its ETag (three queries).
+
+    Stop transitions bump Route.version and write a StopEvent; new positions move
+    DriverPosition.received_at. The minute is part of it because ages, staleness and lateness
+    change with the clock alone.
+    """
+    positions = DriverPosition.objects.filter(organization=organization).aggregate(
+        n=Count("pk"), last=Max("received_at")
+    )
+    routes = Route.objects.filter(organization=organization, date=day).aggregate(
+        n=Count("pk"), versions=Sum("version"), last_pk=Max("pk")
+    )
+    # Anything that changes today's orders or stops writes an event today (order created or
+    # moved to today, stop arrived, delivered, failed...).
+    start, _end = local_day_bounds(day, organization.tzinfo)
+    events = StopEvent.objects.filter(organization=organization, recorded_at__gte=start).aggregate(
+        n=Count("pk"), last=Max("recorded_at")
+    )
+    last_position = positions["last"].timestamp() if positions["last"] else 0
+    last_event = events["last"].timestamp() if events["last"] else 0
+    return (
+        f"{organization.pk}-{day:%Y%m%d}-{int(now.timestamp() // 60)}"
+        f"-p{positions['n']}.{last_position}"
+        f"-r{routes['n']}.{routes['versions'] or 0}.{routes['last_pk'] or 0}"
+        f"-e{events['n']}.{last_event}"
+    )
+
+
+@dataclass
+class RouteRow:
+    route: Route
+    colour: str
+    stops: list[Stop]
+    total: int = 0
+    done: int = 0
+    completed: int = 0
+    failed: int = 0
+    late: int = 0
+    projected_finish: datetime | None = None
+    position: DriverPosition | None = None
+    live: dict[str, Any] = field(default_factory=dict)  # the driver's map entry, if any
+
+
+def _stop_state(stop: Stop) -> str:
+    if stop.status == Stop.Status.COMPLETED:
+        return "done"
+    if stop.status in FAILED_STOP_STATUSES:
+        return "failed"
+    return "pending"
+
+
+def _is_late(stop: Stop, now: datetime) -> bool:
+    """An open stop planned after its window closes, or whose window has already closed."""
+    if stop.status not in OPEN_STOP_STATUSES:
+        return False
+    window_end = stop.order.window_end
+    if window_end is None:
+        return False
+    if stop.planned_arrival is not None and stop.planned_arrival > window_end:
+        return True
+    return window_end < now
+
+
+def _age_text(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min ago"
+
+
+def _position_json(p: DriverPosition, route_id: int | None, now: datetime) -> dict[str, Any]:
+    age = (now - p.recorded_at).total_seconds()
+    return {
+        "id": p.driver_id,
+        "name": p.driver.name,
+        "route": route_id,
+        "lat": p.lat,
+        "lng": p.lng,
+        "heading": p.heading_deg,
+        "speed": p.speed_mps,
+        "recorded_at": p.recorded_at.isoformat(),
+        "age_s": int(age),
+        "age": _age_text(age),
+        "stale": age > STALE_AFTER.total_seconds(),
+    }
+
+
+def dashboard_live(*, organization: Organization, day: date, now: datetime) -> dict[str, Any]:
+    """Today's routes with progress, drivers' latest positions and depots (four queries).
+
+    Returns {"rows": [RouteRow], "idle_positions": [DriverPosition with .live], "map": dict}.
+    """
+    routes = list(
+        Route.objects.filter(organization=organization, date=day)
+        .select_related("driver__user", "depot", "vehicle")
+        .prefetch_related(
+            Prefetch(
+                "stops",
+                queryset=Stop.objects.select_related("order").order_by("sequence"),
+                to_attr="ordered_stops",
+            )
+        )
+        .order_by("driver__user__first_name", "driver__user__last_name", "driver__user__username", "pk")
+    )
+    positions = {
+        p.driver_id: p
+        for p in DriverPosition.objects.filter(organization=organization).select_related("driver__user")
+    }
+    depots = list(Depot.objects.filter(organization=organization, is_active=True))
+
+    rows = []
+    for i, route in enumerate(routes):
+        stops = route.ordered_stops
+        states = [_stop_state(s) for s in stops]
+        last_arrival = stops[-1].planned_arrival if stops else None
+        row = RouteRow(
+            route=route,
+            colour=ROUTE_COLOURS[i % len(ROUTE_COLOURS)],
+            stops=stops,
+            total=len(stops),
+            done=sum(1 for s in stops if s.status not in OPEN_STOP_STATUSES),
+            completed=states.count("done"),
+            failed=states.count("failed"),
+            late=sum(1 for s in stops if _is_late(s, now)),
+            projected_finish=route.planned_end or last_arrival,
+            position=positions.get(route.driver_id),
+        )
+        if row.position:
+            row.live = _position_json(row.position, route.pk, now)
+        rows.append(row)
+    on_route = {row.route.driver_id for row in rows}
+    idle_positions = sorted(
+        (p for p in positions.values() if p.driver_id not in on_route), key=lambda p: p.driver.name
+    )
+    for p in idle_positions:
+        p.live = _position_json(p, None, now)
+
+    map_data = {
+        "now": now.isoformat(),
+        "depots": [{"id": d.pk, "name": d.name, "lat": d.lat, "lng": d.lng} for d in depots],
+        "drivers": [row.live for row in rows if row.live] + [p.live for p in idle_positions],
+        "routes": [
+            {
+                "id": row.route.pk,
+                "driver": row.route.driver_id,
+                "name": row.route.driver.name,
+                "colour": row.colour,
+                "depot": [row.route.depot.lat, row.route.depot.lng],
+                "stops": [
+                    {
+                        "id": s.pk,
+                        "n": s.sequence,
+                        "lat": s.order.lat,
+                        "lng": s.order.lng,
+                        "state": _stop_state(s),
+                        "label": s.order.address,
+                    }
+                    for s in row.stops
+                    if s.order.lat is not None
+                ],
+            }
+            for row in rows
+        ],
+    }
+    return {"rows": rows, "idle_positions": idle_positions, "map": map_data}

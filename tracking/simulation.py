@@ -1,0 +1,362 @@
+"""The driver simulator behind `manage.py simulate`: drives today's published routes.
+
+Every driver moves in straight lines (depot → stops in sequence → depot) at a noisy speed,
+sends a GPS fix every FIX_INTERVAL simulated seconds through location_record_batch, and
+changes route and stop statuses only through dispatch.services, exactly as the driver app
+would. The state lives in memory, but Simulation.from_db rebuilds it from the database (the
+first open stop is the next target; the position is the DriverPosition, else the depot), so a
+restarted simulator carries on where the last one stopped.
+
+advance() is the whole step; the command only loops, sleeps and prints.
+"""
+
+import logging
+import math
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db.models import Max
+
+from dispatch.models import Driver, Order, Route, Stop
+from dispatch.services import IllegalTransition, route_transition, stop_transition
+from dispatch.timeutils import local_today
+from tracking.models import DriverPosition
+from tracking.services import _distance_m, location_record_batch
+
+logger = logging.getLogger(__name__)
+
+FIX_INTERVAL = timedelta(seconds=10)
+# An arrival this soon after the last fix sends none: two fixes a split second apart differ by
+# their GPS noise alone and would read as an implausible speed (flagged as a speed jump).
+MIN_FIX_GAP = timedelta(seconds=2)
+SPEED_KMH = 25.0
+SPEED_NOISE = 0.25  # each leg is driven at 25 km/h × U(0.75, 1.25)
+SERVICE_NOISE = 0.3  # service time × N(1, 0.3), at least 30 s
+# Reasons a driver gives at the door; "Nobody home" is the usual one, so it is listed twice.
+FAILURE_REASONS = ["Nobody home", "Nobody home", "No access to the building", "Recipient refused the parcel"]
+
+LIVE = (Route.Status.PUBLISHED, Route.Status.IN_PROGRESS)
+OPEN = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED)
+
+
+class Phase:
+    WAITING = "waiting"  # published, before its planned start
+    DRIVING = "driving"  # to `target` (a stop, or the depot when target is None)
+    SERVING = "serving"  # at stop `target` until `busy_until`
+    DONE = "done"
+
+
+@dataclass
+class StopPlan:
+    stop_id: int
+    sequence: int
+    lat: float | None
+    lng: float | None
+    service_minutes: int
+    window_start: datetime | None
+    kind: str
+    label: str
+
+
+@dataclass
+class DriverRun:
+    """One driver working one route; everything advance() needs without re-reading the DB."""
+
+    route_id: int
+    driver: Driver
+    depot: tuple[float, float]
+    stops: list[StopPlan]  # still open, in sequence; stops[0] is the target while one is left
+    phase: str
+    lat: float
+    lng: float
+    busy_until: datetime | None = None
+    clock: datetime | None = None  # simulated up to here
+    last_fix_at: datetime | None = None
+    speed_mps: float = 0.0
+    fixes: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.driver.name
+
+    @property
+    def target(self) -> tuple[float, float]:
+        if self.stops:
+            stop = self.stops[0]
+            return (stop.lat, stop.lng) if stop.lat is not None else (self.lat, self.lng)
+        return self.depot
+
+
+@dataclass
+class Simulation:
+    failure_rate: float = 0.05
+    runs: dict[int, DriverRun] = field(default_factory=dict)  # by route id
+    # The newest time the database already holds for these routes: a restarted simulator must
+    # not run its clock behind it, or positions would not move (they only move forward).
+    resume_at: datetime | None = None
+
+    @classmethod
+    def from_db(cls, *, now: datetime, failure_rate: float = 0.05) -> "Simulation":
+        sim = cls(failure_rate=failure_rate)
+        sim.refresh(now=now)
+        return sim
+
+    @property
+    def active(self) -> list[DriverRun]:
+        return [run for _, run in sorted(self.runs.items()) if run.phase != Phase.DONE]
+
+    def refresh(self, *, now: datetime) -> list[DriverRun]:
+        """Pick up routes published since the last look (org-local today); returns the new runs."""
+        routes = (
+            Route.objects.filter(status__in=LIVE)
+            .exclude(pk__in=self.runs)
+            .select_related("organization", "depot", "driver__user", "driver__organization")
+            .order_by("pk")
+        )
+        added = []
+        for route in routes:
+            if route.date != local_today(route.organization.tzinfo, now):
+                continue
+            run = _run_from_db(route)
+            self.runs[route.pk] = run
+            added.append(run)
+        if added:
+            latest = _latest_known_time([run.route_id for run in added])
+            if latest is not None and (self.resume_at is None or latest > self.resume_at):
+                self.resume_at = latest
+        return added
+
+
+def _run_from_db(route: Route) -> DriverRun:
+    stops = [
+        StopPlan(
+            stop_id=stop.pk,
+            sequence=stop.sequence,
+            lat=stop.order.lat,
+            lng=stop.order.lng,
+            service_minutes=stop.order.service_minutes,
+            window_start=stop.order.window_start,
+            kind=stop.order.kind,
+            label=f"stop {stop.sequence} ({stop.order.address})",
+        )
+        for stop in route.stops.filter(status__in=OPEN).select_related("order").order_by("sequence")
+    ]
+    depot = (route.depot.lat, route.depot.lng)
+    position = DriverPosition.objects.filter(driver=route.driver).first()
+    lat, lng = (position.lat, position.lng) if position else depot
+    run = DriverRun(
+        route_id=route.pk, driver=route.driver, depot=depot, stops=stops, phase="", lat=lat, lng=lng
+    )
+    if route.status == Route.Status.PUBLISHED:
+        run.phase, run.lat, run.lng = Phase.WAITING, depot[0], depot[1]
+        run.busy_until = route.planned_start
+        return run
+    arrived = Stop.objects.filter(pk=stops[0].stop_id, status=Stop.Status.ARRIVED).first() if stops else None
+    if arrived is not None:
+        # Resumed mid-visit: the service ends as if the visit had not been interrupted.
+        run.phase, run.lat, run.lng = Phase.SERVING, *run.target
+        run.busy_until = arrived.arrived_at + timedelta(minutes=stops[0].service_minutes)
+    else:
+        run.phase = Phase.DRIVING
+    return run
+
+
+def _latest_known_time(route_ids: list[int]) -> datetime | None:
+    stops = Stop.objects.filter(route_id__in=route_ids).aggregate(a=Max("arrived_at"), d=Max("departed_at"))
+    routes = Route.objects.filter(pk__in=route_ids).aggregate(s=Max("started_at"))
+    positions = DriverPosition.objects.filter(driver__routes__pk__in=route_ids).aggregate(
+        p=Max("recorded_at")
+    )
+    known = [t for t in (*stops.values(), *routes.values(), *positions.values()) if t is not None]
+    return max(known, default=None)
+
+
+def advance(state: Simulation, *, now: datetime, dt_seconds: float, rng: random.Random) -> list[str]:
+    """Simulate every active driver from `now` for `dt_seconds`; returns one line per event
+    (started, arrived, delivered / picked up / failed, finished), for the caller to log.
+
+    Each driver's fixes of the step are posted in one location_record_batch call. A route or
+    stop changed behind the simulator's back (a dispatcher re-planned it) is re-read from the
+    database rather than fought over.
+    """
+    end = now + timedelta(seconds=dt_seconds)
+    events: list[str] = []
+    for run in state.active:
+        try:
+            _advance_run(run, state=state, start=max(now, run.clock or now), end=end, rng=rng, events=events)
+        except (IllegalTransition, Route.DoesNotExist, Stop.DoesNotExist) as exc:
+            logger.warning("%s: %s; reloading the route", run.name, exc)
+            _post_fixes(run, now=end)  # first, so the reloaded run starts from the newest position
+            fresh = (
+                Route.objects.select_related("depot", "driver__user", "driver__organization")
+                .filter(pk=run.route_id)
+                .first()
+            )
+            if fresh is not None and fresh.status in LIVE:
+                replacement = _run_from_db(fresh)
+                replacement.clock = run.clock
+                state.runs[run.route_id] = replacement
+            else:
+                run.phase = Phase.DONE
+        finally:
+            _post_fixes(run, now=end)
+    return events
+
+
+def _post_fixes(run: DriverRun, *, now: datetime) -> None:
+    # `now` is simulated time: at --speed > 1 device times run ahead of the real clock, and
+    # the ingest would refuse fixes more than 5 minutes "in the future".
+    if run.fixes:
+        location_record_batch(driver=run.driver, fixes=run.fixes, now=now)
+        run.fixes = []
+
+
+def _advance_run(
+    run: DriverRun, *, state: Simulation, start: datetime, end: datetime, rng: random.Random, events: list
+) -> None:
+    t = start
+    while t < end and run.phase != Phase.DONE:
+        if run.phase == Phase.WAITING:
+            if run.busy_until is not None and run.busy_until > end:
+                t = end
+                break
+            t = max(t, run.busy_until or t)
+            route_transition(
+                route=Route(pk=run.route_id), to=Route.Status.IN_PROGRESS, by=run.driver.user, at=t
+            )
+            events.append(_line(t, run, f"started the route with {len(run.stops)} stops"))
+            run.phase = Phase.DRIVING
+            _fix(run, t, rng)
+        elif run.phase == Phase.DRIVING:
+            t, arrived = _drive(run, t, end, rng)
+            if arrived:
+                _arrive(run, t, rng, events)
+        elif run.phase == Phase.SERVING:
+            t = _stand(run, t, min(end, run.busy_until), rng)
+            if run.busy_until <= end:
+                _finish_service(run, state, t, rng, events)
+    run.clock = max(t, end)
+
+
+def _drive(run: DriverRun, t: datetime, end: datetime, rng: random.Random) -> tuple[datetime, bool]:
+    """Move towards the target until it is reached or the step ends, a fix every FIX_INTERVAL.
+
+    Returns the time reached and whether the driver is at the target.
+    """
+    if run.speed_mps <= 0:
+        run.speed_mps = SPEED_KMH / 3.6 * rng.uniform(1 - SPEED_NOISE, 1 + SPEED_NOISE)
+    while t < end:
+        target = run.target
+        remaining = _distance_m(run.lat, run.lng, *target)
+        next_fix = (run.last_fix_at or t) + FIX_INTERVAL
+        arrival = t + timedelta(seconds=remaining / run.speed_mps)
+        step_to = min(end, next_fix, arrival)
+        if step_to >= arrival:
+            run.lat, run.lng = target
+            t = arrival
+            if run.last_fix_at is None or t - run.last_fix_at >= MIN_FIX_GAP:
+                _fix(run, t, rng)
+            return t, True
+        share = (step_to - t).total_seconds() * run.speed_mps / remaining if remaining else 1.0
+        heading = _bearing(run.lat, run.lng, *target)
+        run.lat += (target[0] - run.lat) * share
+        run.lng += (target[1] - run.lng) * share
+        t = step_to
+        if t >= next_fix:
+            _fix(run, t, rng, bearing_to=heading)
+    return t, False
+
+
+def _stand(run: DriverRun, t: datetime, until: datetime, rng: random.Random) -> datetime:
+    """Stand still until `until`, still sending a fix every FIX_INTERVAL (the phone stays on)."""
+    while True:
+        next_fix = (run.last_fix_at or t) + FIX_INTERVAL
+        if next_fix > until:
+            return max(t, until)
+        t = next_fix
+        _fix(run, t, rng)
+
+
+def _arrive(run: DriverRun, t: datetime, rng: random.Random, events: list) -> None:
+    run.speed_mps = 0.0
+    if not run.stops:
+        route_transition(route=Route(pk=run.route_id), to=Route.Status.COMPLETED, by=run.driver.user, at=t)
+        events.append(_line(t, run, "finished the route back at the depot"))
+        run.phase = Phase.DONE
+        return
+    stop = run.stops[0]
+    if stop.lat is None:  # nothing to drive to: the driver cannot find the place
+        stop_transition(
+            stop=Stop(pk=stop.stop_id),
+            to=Stop.Status.FAILED,
+            by=run.driver.user,
+            at=t,
+            reason="Address not found",
+        )
+        events.append(_line(t, run, f"failed {stop.label}: Address not found"))
+        run.stops.pop(0)
+        return
+    stop_transition(
+        stop=Stop(pk=stop.stop_id), to=Stop.Status.ARRIVED, by=run.driver.user, at=t, lat=run.lat, lng=run.lng
+    )
+    events.append(_line(t, run, f"arrived at {stop.label}"))
+    # Early for the window: the driver waits at the door until it opens.
+    service_starts = max(t, stop.window_start or t)
+    seconds = max(30.0, stop.service_minutes * 60 * rng.gauss(1, SERVICE_NOISE))
+    run.phase, run.busy_until = Phase.SERVING, service_starts + timedelta(seconds=seconds)
+
+
+def _finish_service(run: DriverRun, state: Simulation, t: datetime, rng: random.Random, events: list) -> None:
+    stop = run.stops.pop(0)
+    if rng.random() < state.failure_rate:
+        reason = rng.choice(FAILURE_REASONS)
+        stop_transition(
+            stop=Stop(pk=stop.stop_id), to=Stop.Status.FAILED, by=run.driver.user, at=t, reason=reason
+        )
+        events.append(_line(t, run, f"failed {stop.label}: {reason}"))
+    else:
+        # TODO(#5): capture a generated photo + signature through pod's services here, before
+        # completing, once proof of delivery exists (DESIGN.md: "deliveries with generated
+        # photo + signature").
+        stop_transition(stop=Stop(pk=stop.stop_id), to=Stop.Status.COMPLETED, by=run.driver.user, at=t)
+        done = "picked up" if stop.kind == Order.Kind.PICKUP else "delivered"
+        events.append(_line(t, run, f"{done} {stop.label}"))
+    run.phase, run.busy_until = Phase.DRIVING, None
+
+
+def _fix(run: DriverRun, t: datetime, rng: random.Random, bearing_to: float | None = None) -> None:
+    """Queue one fix as a phone would report it: a few metres off, with its accuracy."""
+    accuracy = rng.uniform(5, 15)
+    north, east = rng.gauss(0, accuracy / 2), rng.gauss(0, accuracy / 2)
+    lat = run.lat + north / 111_320
+    lng = run.lng + east / (111_320 * max(0.01, math.cos(math.radians(run.lat))))
+    moving = bearing_to is not None
+    run.fixes.append(
+        {
+            # Truly random, not from `rng`: a restart with the same seed must not repeat uuids,
+            # or its fixes would be dropped as duplicates.
+            "uuid": uuid.uuid4(),
+            "recorded_at": t,
+            "lat": lat,
+            "lng": lng,
+            "accuracy": round(accuracy, 1),
+            "speed": round(run.speed_mps * rng.uniform(0.9, 1.1), 2) if moving else 0.0,
+            "heading": round(bearing_to, 1) if moving else None,
+        }
+    )
+    run.last_fix_at = t
+
+
+def _bearing(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Initial compass bearing in degrees (0 = north, 90 = east)."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dlmb = math.radians(lng2 - lng1)
+    x = math.sin(dlmb) * math.cos(phi2)
+    y = math.cos(phi1) * math.sin(phi2) - math.sin(phi1) * math.cos(phi2) * math.cos(dlmb)
+    return math.degrees(math.atan2(x, y)) % 360
+
+
+def _line(t: datetime, run: DriverRun, what: str) -> str:
+    return f"{t.astimezone(run.driver.organization.tzinfo):%H:%M:%S} {run.name} {what}"
