@@ -11,8 +11,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
 
-from dispatch.models import Membership, Order, Route
-from dispatch.permissions import driver_view
+from dispatch.models import Membership, Order
 from dispatch.selectors import membership_for, order_status_counts
 from dispatch.timeutils import local_today
 from tracking.selectors import dashboard_fingerprint, dashboard_live
@@ -71,19 +70,3 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         response.headers["ETag"] = etag
         patch_cache_control(response, private=True, no_cache=True)
     return response
-
-
-@require_GET
-@driver_view
-def driver_home(request: HttpRequest) -> HttpResponse:
-    today = local_today(request.organization.tzinfo)
-    routes = (
-        Route.objects.filter(
-            driver__user=request.user,
-            date=today,
-            status__in=[Route.Status.PUBLISHED, Route.Status.IN_PROGRESS],
-        )
-        .select_related("depot", "vehicle")
-        .prefetch_related("stops__order")
-    )
-    return render(request, "tracking/driver_home.html", {"today": today, "routes": routes})
