@@ -56,7 +56,7 @@ start web "$PY" manage.py runserver "$RUN_ADDR"
 start worker "$PY" manage.py qcluster
 if has_command simulate; then
     # Ten times real time, so a newcomer sees the map move within a minute.
-    start simulator "$PY" manage.py simulate --speed "${SIMULATE_SPEED:-10}"
+    start simulator "$PY" manage.py simulate --publish-demo --speed "${SIMULATE_SPEED:-10}"
 fi
 
 # Print the banner once the server answers, so it is not lost in the start-up output.

@@ -13,10 +13,12 @@ advance() is the whole step; the command only loops, sleeps and prints.
 import logging
 import math
 import random
+import time as time_module
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.core.exceptions import ValidationError
 from django.db.models import Max
 
 from dispatch.models import Driver, Order, Route, Stop
@@ -360,3 +362,40 @@ def _bearing(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 
 def _line(t: datetime, run: DriverRun, what: str) -> str:
     return f"{t.astimezone(run.driver.organization.tzinfo):%H:%M:%S} {run.name} {what}"
+
+
+DEMO_SLUG = "demo"  # seed_demo's organisation; a real carrier's day is never planned for it
+
+
+def publish_demo_day(*, now: datetime | None = None, budget_seconds: int = 5) -> list[str]:
+    """Plan and publish today's demo routes when nothing is live yet, so `make run` shows drivers
+    moving without a dispatcher first planning the day. Touches only the demo organisation."""
+    from dispatch import planning
+    from dispatch.models import Depot, Organization, Plan
+
+    org = Organization.objects.filter(slug=DEMO_SLUG).first()
+    depot = Depot.objects.filter(organization=org, is_active=True).order_by("pk").first() if org else None
+    if org is None or depot is None:
+        return []
+    day = local_today(org.tzinfo, now)
+    live = Route.objects.filter(organization=org, date=day).exclude(status=Route.Status.DRAFT)
+    if live.exists() or not planning.plannable_orders(organization=org, day=day, depot=depot).exists():
+        return []
+    try:
+        plan = planning.plan_create(
+            organization=org, by=None, day=day, depot=depot, time_budget_seconds=budget_seconds
+        )
+    except ValidationError as exc:
+        return [f"Demo day not planned: {' '.join(exc.messages)}"]
+    if planning.plan_run(plan_id=plan.pk) is None:  # the worker took it: wait for its result
+        deadline = time_module.monotonic() + budget_seconds + 60
+        while time_module.monotonic() < deadline:
+            plan.refresh_from_db()
+            if plan.status not in (Plan.Status.QUEUED, Plan.Status.RUNNING):
+                break
+            time_module.sleep(0.5)
+    plan.refresh_from_db()
+    if plan.status != Plan.Status.SUCCEEDED:
+        return [f"Demo day not planned: plan {plan.pk} is {plan.get_status_display().lower()}."]
+    routes = planning.plan_publish(plan=plan, by=None)
+    return [f"Planned and published the demo day: {len(routes)} routes (plan {plan.pk})."]

@@ -11,7 +11,7 @@ from dispatch.services import route_create, route_transition, stop_transition
 from dispatch.timeutils import local_today
 from tests.factories import TODAY, DriverFactory, OrderFactory, _at
 from tracking.models import DriverPosition, LocationPing
-from tracking.simulation import Phase, Simulation, advance
+from tracking.simulation import Phase, Simulation, advance, publish_demo_day
 
 NOW = _at(TODAY, 10)  # inside the factories' 9-12 windows: nobody waits at a door
 # About 0.5-1.5 km from the factories' depot (52.5035, 13.3989).
@@ -244,3 +244,22 @@ def test_a_stop_closed_by_someone_else_is_left_out_not_fought_over(org, depot, d
     assert [s.status for s in _stops(route)] == ["completed", "skipped", "completed"]
     route.refresh_from_db()
     assert route.status == Route.Status.COMPLETED
+
+
+def test_publish_demo_plans_and_publishes_the_demo_day_once(db, time_machine):
+    from dispatch.models import Organization
+
+    time_machine.move_to("2026-11-24 06:00:00+00:00")
+    call_command("seed_demo", "--password", "pw-demo-123", stdout=StringIO())
+    lines = publish_demo_day(budget_seconds=1)
+    demo = Organization.objects.get(slug="demo")
+    live = Route.objects.filter(organization=demo).exclude(status=Route.Status.DRAFT)
+    assert lines and "published the demo day" in lines[0] and live.exists()
+    assert publish_demo_day(budget_seconds=1) == []  # something is live now: leave it alone
+    assert live.count() == Route.objects.filter(organization=demo).exclude(status="draft").count()
+
+
+def test_publish_demo_never_touches_another_organisation(db, org, depot):
+    OrderFactory(organization=org)
+    assert publish_demo_day(budget_seconds=1) == []
+    assert not Route.objects.exists()

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from tracking.simulation import Simulation, advance
+from tracking.simulation import Simulation, advance, publish_demo_day
 
 TICK_SECONDS = 1.0  # real seconds per tick
 POLL_SECONDS = 30.0  # real seconds between looks for newly published routes
@@ -30,6 +30,11 @@ class Command(BaseCommand):
             "--failure-rate", type=float, default=0.05, help="Share of stops that fail (0…1)."
         )
         parser.add_argument("--once", action="store_true", help="Run a single tick and exit.")
+        parser.add_argument(
+            "--publish-demo",
+            action="store_true",
+            help="If nothing is published today in the demo organisation, plan and publish its day first.",
+        )
         parser.add_argument(
             "--exit-when-done",
             action="store_true",
@@ -54,6 +59,9 @@ class Command(BaseCommand):
         self.stdout.write("Simulator stopped.")
 
     def _loop(self, *, speed: float, failure_rate: float, rng: random.Random, options: dict) -> None:
+        if options["publish_demo"]:
+            for line in publish_demo_day():
+                self.stdout.write(line)
         real_now = timezone.now()
         sim = Simulation.from_db(now=real_now, failure_rate=failure_rate)
         # Never behind what an earlier run already recorded: positions only move forward.
