@@ -98,10 +98,12 @@ class Simulation:
     # The newest time the database already holds for these routes: a restarted simulator must
     # not run its clock behind it, or positions would not move (they only move forward).
     resume_at: datetime | None = None
+    # A demo starts its published routes at once instead of waiting for their planned start.
+    start_now: bool = False
 
     @classmethod
-    def from_db(cls, *, now: datetime, failure_rate: float = 0.05) -> "Simulation":
-        sim = cls(failure_rate=failure_rate)
+    def from_db(cls, *, now: datetime, failure_rate: float = 0.05, start_now: bool = False) -> "Simulation":
+        sim = cls(failure_rate=failure_rate, start_now=start_now)
         sim.refresh(now=now)
         return sim
 
@@ -121,7 +123,7 @@ class Simulation:
         for route in routes:
             if route.date != local_today(route.organization.tzinfo, now):
                 continue
-            run = _run_from_db(route)
+            run = _run_from_db(route, start_now=self.start_now)
             self.runs[route.pk] = run
             added.append(run)
         if added:
@@ -131,7 +133,7 @@ class Simulation:
         return added
 
 
-def _run_from_db(route: Route) -> DriverRun:
+def _run_from_db(route: Route, *, start_now: bool = False) -> DriverRun:
     stops = [
         StopPlan(
             stop_id=stop.pk,
@@ -153,7 +155,7 @@ def _run_from_db(route: Route) -> DriverRun:
     )
     if route.status == Route.Status.PUBLISHED:
         run.phase, run.lat, run.lng = Phase.WAITING, depot[0], depot[1]
-        run.busy_until = route.planned_start
+        run.busy_until = None if start_now else route.planned_start
         return run
     arrived = Stop.objects.filter(pk=stops[0].stop_id, status=Stop.Status.ARRIVED).first() if stops else None
     if arrived is not None:

@@ -63,7 +63,7 @@ class Command(BaseCommand):
             for line in publish_demo_day():
                 self.stdout.write(line)
         real_now = timezone.now()
-        sim = Simulation.from_db(now=real_now, failure_rate=failure_rate)
+        sim = Simulation.from_db(now=real_now, failure_rate=failure_rate, start_now=options["publish_demo"])
         # Never behind what an earlier run already recorded: positions only move forward.
         sim_now = max(real_now, sim.resume_at or real_now)
         self.stdout.write(
