@@ -24,6 +24,7 @@ from django_q.tasks import async_task
 from dispatch import services
 from dispatch.models import Depot, Driver, Order, Organization, Plan, Route, Shift, Stop
 from dispatch.planner.problem import Break, Job, Problem, Solution, Vehicle
+from dispatch.timeutils import local_today
 
 logger = logging.getLogger(__name__)
 
@@ -631,7 +632,10 @@ def route_recompute(*, route: Route) -> Route:
             job = order_job(stop.order, midnight, key=stop.pk, location=at((stop.order.lat, stop.order.lng)))
             if isinstance(job, Job):
                 jobs.append(job)
-    now = _seconds(midnight, timezone.now()) if route.status != Route.Status.COMPLETED else None
+    # Only today has a past to skip: a future day starts at its shift, and a day gone by is
+    # timed as it was planned (clamping it to now would call every stop days late).
+    is_today = route.date == local_today(route.organization.tzinfo)
+    now = _seconds(midnight, timezone.now()) if is_today and route.status != Route.Status.COMPLETED else None
     capacity = route.vehicle.capacity if route.vehicle else 10**6
     if shift is not None:
         vehicle = shift_vehicle(

@@ -12,6 +12,7 @@ a 403 (no existence leak), and its data never shows on a page that answers 200.
 format-suffix duplicates (`orders.json`), which reach the same views as the rows below.
 """
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,7 +329,13 @@ UNSAFE = {
     "dispatch:shift_create": (
         "driver",
         "post",
-        lambda w: {"date": "2026-12-01", "start": "08:00", "end": "16:00", "break_minutes": 0},
+        # A day without a shift yet: the world's driver already has one today.
+        lambda w: {
+            "date": (w.objects["shift"].date + dt.timedelta(days=30)).isoformat(),
+            "start": "08:00",
+            "end": "16:00",
+            "break_minutes": 0,
+        },
     ),
     "dispatch:shift_edit": (
         "shift",

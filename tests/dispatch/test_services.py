@@ -293,8 +293,8 @@ def test_illegal_route_transitions_are_refused(org, dispatcher, start, to):
 def _stop_on_started_route(org, dispatcher, kind="delivery"):
     route = RouteFactory(organization=org)
     stop = StopFactory(route=route, order__kind=kind)
-    services.route_transition(route=route, to="published", by=dispatcher)
-    services.route_transition(route=route, to="in_progress", by=dispatcher)
+    services.route_transition(route=route, to="published", by=dispatcher, at=at(7))
+    services.route_transition(route=route, to="in_progress", by=dispatcher, at=at(8))
     return stop
 
 
