@@ -413,6 +413,9 @@ class Route(models.Model):
     planned_end = models.DateTimeField(null=True, blank=True)
     planned_distance_m = models.PositiveIntegerField(null=True, blank=True)
     planned_duration_s = models.PositiveIntegerField(null=True, blank=True)
+    # Driven so far, from the driver's good GPS fixes while the route is in progress (kept by
+    # tracking's ingest through dispatch.services.route_travelled_set).
+    travelled_distance_m = models.PositiveIntegerField(default=0)
     # Rules the current sequence breaks (late for a window, overloaded, past the shift's end),
     # recomputed after every change so a dispatcher never accepts one silently.
     violations = models.JSONField(default=list, blank=True)

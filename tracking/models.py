@@ -3,6 +3,7 @@
 Writes go through tracking.services (location_record_batch); nothing here writes other rows.
 """
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -120,3 +121,87 @@ class DriverAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.driver_id} at {self.recorded_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TrackerDevice(models.Model):
+    """A free tracker app (Traccar Client, OsmAnd…) that sends one driver's positions in the
+    background over the OsmAnd protocol.
+
+    The app's "device identifier" is the key: it is shown once, as text and as a QR code, when
+    the dispatcher creates it; only its SHA-256 is stored, so a database dump yields no working
+    key. A revoked device's fixes are refused.
+    """
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    driver = models.ForeignKey("dispatch.Driver", on_delete=models.CASCADE, related_name="tracker_devices")
+    name = models.CharField(max_length=80, help_text="Which phone or app, e.g. “Traccar on the Samsung”.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_hint = models.CharField(max_length=8, editable=False, help_text="The key's first characters.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["driver", "-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_hint}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Alert(models.Model):
+    """Something a dispatcher should look at now. Raised and resolved by tracking.alerts.
+
+    `key` names the situation ("late:stop:12", "idle:route:3"): while an alert for a key is
+    unresolved no second one is raised (a partial unique constraint), so a sweep that runs
+    every minute, or twice at once, never repeats itself.
+    """
+
+    class Kind(models.TextChoices):
+        LATE = "late", "Running late"
+        IDLE = "idle", "Idle"
+        OFF_ROUTE = "off_route", "Off route"
+        FAILED = "failed", "Failed delivery"
+        NO_FIXES = "no_fixes", "No positions"
+        CUSTOMER_REQUEST = "customer_request", "Customer request"
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    key = models.CharField(max_length=100)
+    route = models.ForeignKey(
+        "dispatch.Route", on_delete=models.CASCADE, related_name="alerts", null=True, blank=True
+    )
+    stop = models.ForeignKey(
+        "dispatch.Stop", on_delete=models.CASCADE, related_name="alerts", null=True, blank=True
+    )
+    driver = models.ForeignKey(
+        "dispatch.Driver", on_delete=models.CASCADE, related_name="alerts", null=True, blank=True
+    )
+    message = models.CharField(max_length=300)
+    details = models.JSONField(default=dict, blank=True)
+    raised_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-raised_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "key"],
+                condition=Q(resolved_at__isnull=True),
+                name="alert_one_open_per_situation",
+            )
+        ]
+        indexes = [models.Index(fields=["organization", "resolved_at", "raised_at"], name="alert_org_open")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.message}"
