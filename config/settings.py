@@ -233,6 +233,33 @@ ROUTING_TIMEOUT = env.float("ROUTING_TIMEOUT", default=10.0)
 ROUTING_SPEED_KMH = env.float("ROUTING_SPEED_KMH", default=25.0)
 ROUTING_DETOUR = env.float("ROUTING_DETOUR", default=1.3)
 
+# --- Driver app ---------------------------------------------------------------------------------
+# The app offers "mark arrived?" when the driver's fixes of the last ARRIVAL_DWELL_S seconds all
+# lie within ARRIVAL_RADIUS_M metres of an open stop (tracking.selectors.arrival_suggestion).
+ARRIVAL_DWELL_S = env.int("ARRIVAL_DWELL_S", default=60)
+ARRIVAL_RADIUS_M = env.float("ARRIVAL_RADIUS_M", default=75.0)
+
+# --- Proof of delivery (pod) -------------------------------------------------------------------
+# Every photo and signature is decoded and re-encoded by pod.images; anything larger, with more
+# pixels, or not a JPEG/PNG/WebP is refused before it is stored.
+POD_MAX_UPLOAD_BYTES = env.int("POD_MAX_UPLOAD_BYTES", default=15_000_000)
+POD_MAX_PIXELS = env.int("POD_MAX_PIXELS", default=50_000_000)
+POD_SIGNATURE_MAX_BYTES = env.int("POD_SIGNATURE_MAX_BYTES", default=512_000)
+POD_MAX_PHOTOS = env.int("POD_MAX_PHOTOS", default=5)
+# A proof captured farther than this from the order's address is flagged for the dispatcher.
+POD_FAR_FROM_ADDRESS_M = env.int("POD_FAR_FROM_ADDRESS_M", default=300)
+# A proof reaching the server this long after its capture is marked as synced late.
+POD_LATE_SYNC_MINUTES = env.int("POD_LATE_SYNC_MINUTES", default=15)
+
+# --- Alerts for dispatchers (tracking.alerts) --------------------------------------------------
+# Idle: no movement beyond ALERT_IDLE_RADIUS_M for ALERT_IDLE_MINUTES, away from every stop.
+ALERT_IDLE_MINUTES = env.int("ALERT_IDLE_MINUTES", default=10)
+ALERT_IDLE_RADIUS_M = env.int("ALERT_IDLE_RADIUS_M", default=100)
+# Off route: farther than this from the path through the route's remaining stops.
+ALERT_OFF_ROUTE_M = env.int("ALERT_OFF_ROUTE_M", default=1500)
+# No positions: a route in progress whose driver's fixes stopped arriving this long ago.
+ALERT_NO_FIXES_MINUTES = env.int("ALERT_NO_FIXES_MINUTES", default=10)
+
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

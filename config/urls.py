@@ -63,9 +63,17 @@ urlpatterns = [
         tracking_api.DriverStopEventsView.as_view(),
         name="driver_stop_events",
     ),
+    path(
+        "api/v1/driver/stops/<int:stop_id>/pod/",
+        tracking_api.DriverStopProofView.as_view(),
+        name="driver_stop_pod",
+    ),
+    # Tracker apps (Traccar Client…) send the OsmAnd protocol here; the device key is the credential.
+    path("api/v1/tracker/osmand/", tracking_api.TrackerOsmAndView.as_view(), name="tracker_osmand"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api_docs"),
+    path("", include("pod.urls")),
     path("", include("tracking.urls")),
     path("", include("dispatch.urls")),
 ]

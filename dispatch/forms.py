@@ -104,6 +104,21 @@ class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
         queryset=Driver.objects.none(), required=False, label="Only this driver"
     )
     instructions = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+    high_value = forms.BooleanField(
+        required=False, label="High value", help_text="The organisation's stricter proof of delivery applies."
+    )
+    require_pin = forms.BooleanField(
+        required=False,
+        label="Ask for the customer's PIN",
+        help_text="The driver types the PIN the customer got.",
+    )
+    parcel_codes = forms.CharField(
+        required=False,
+        label="Parcel barcodes",
+        max_length=2000,
+        help_text="One per line (or comma-separated); a driver's scan must match one.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
     contact = forms.ModelChoiceField(
         queryset=Contact.objects.none(), required=False, widget=forms.HiddenInput
     )
@@ -124,7 +139,9 @@ class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
         initial = {name: getattr(order, name) for name in (
             "kind", "external_ref", "recipient_name", "recipient_phone", "recipient_email", "address",
             "lat", "lng", "service_date", "service_minutes", "parcels", "priority", "instructions", "version",
+            "high_value", "require_pin",
         )}  # fmt: skip
+        initial["parcel_codes"] = "\n".join(order.parcel_codes)
         initial.update(
             depot=order.depot_id, required_driver=order.required_driver_id, contact=order.contact_id
         )
@@ -148,6 +165,15 @@ class OrderForm(NoColonLabels, CoordinatesMixin, forms.Form):
             "service_minutes": contact.default_service_minutes,
             "service_date": service_date,
         }
+
+    def clean_parcel_codes(self) -> list[str]:
+        codes = [c.strip() for c in self.cleaned_data["parcel_codes"].replace(",", "\n").splitlines()]
+        codes = list(dict.fromkeys(c for c in codes if c))  # blank lines and repeats dropped
+        if any(len(code) > 100 for code in codes):
+            raise ValidationError("A parcel code is at most 100 characters.")
+        if len(codes) > 100:
+            raise ValidationError("At most 100 parcel codes per order.")
+        return codes
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

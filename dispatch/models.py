@@ -4,6 +4,7 @@ Models hold fields, constraints and small pure methods. Every state change goes 
 dispatch.services; nothing here writes other rows or enqueues work.
 """
 
+import secrets
 import uuid
 import zoneinfo
 
@@ -237,6 +238,11 @@ class Contact(models.Model):
         return reverse("dispatch:contact_edit", args=[self.pk])
 
 
+def new_handover_pin() -> str:
+    """Four random digits the customer gives the driver at the door (from `secrets`)."""
+    return f"{secrets.randbelow(10_000):04d}"
+
+
 class Order(models.Model):
     class Kind(models.TextChoices):
         DELIVERY = "delivery", "Delivery"
@@ -294,6 +300,17 @@ class Order(models.Model):
         Driver, on_delete=models.SET_NULL, related_name="pinned_orders", null=True, blank=True
     )
     instructions = models.TextField(blank=True)
+    # Handover checks (proof of delivery, pod): the parcel labels a driver may scan, a flag that
+    # makes the organisation's stricter proof policy apply, and a PIN the customer is told.
+    high_value = models.BooleanField(default=False, help_text="Apply the stricter proof policy.")
+    parcel_codes = models.JSONField(
+        default=list, blank=True, help_text="Barcodes on the parcels; a scan must match one."
+    )
+    require_pin = models.BooleanField(
+        default=False,
+        help_text="The driver must type the customer's PIN, even if the organisation does not ask.",
+    )
+    handover_pin = models.CharField(max_length=4, default=new_handover_pin, editable=False)
     cancel_reason = models.CharField(max_length=300, blank=True)
     # Bumped by every service write: a form saved from a stale copy is refused, not merged.
     version = models.PositiveIntegerField(default=1)
@@ -442,6 +459,10 @@ class Route(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("dispatch:route_detail", args=[self.pk])
+
+    @property
+    def travelled_km(self) -> float:
+        return self.travelled_distance_m / 1000
 
 
 class Stop(models.Model):

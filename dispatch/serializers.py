@@ -34,7 +34,8 @@ class OrderSerializer(serializers.ModelSerializer):
             "id", "public_id", "external_ref", "kind", "status", "recipient_name", "recipient_phone",
             "recipient_email", "address", "lat", "lng", "needs_location", "service_date",
             "window_start", "window_end", "service_minutes", "parcels", "priority", "depot",
-            "required_driver", "instructions", "cancel_reason", "version", "created_at", "updated_at",
+            "required_driver", "instructions", "high_value", "parcel_codes", "require_pin", "cancel_reason",
+            "version", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -60,6 +61,14 @@ class OrderInput(serializers.Serializer):
     depot = serializers.IntegerField(required=False, allow_null=True)
     required_driver = serializers.IntegerField(required=False, allow_null=True)
     instructions = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    high_value = serializers.BooleanField(required=False, help_text="The stricter proof policy applies.")
+    parcel_codes = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=100,
+        help_text="Barcodes on the parcels; the driver's scan must match one.",
+    )  # fmt: skip
+    require_pin = serializers.BooleanField(
+        required=False, help_text="The driver must type the PIN the customer was sent."
+    )
     version = serializers.IntegerField(
         required=False, help_text="The version you read; a stale one is refused with 409."
     )

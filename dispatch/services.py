@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
+from dispatch import signals
 from dispatch.models import (
     Contact,
     Depot,
@@ -293,6 +294,7 @@ ORDER_EDITABLE_FIELDS = frozenset(
         "kind", "external_ref", "contact", "depot", "recipient_name", "recipient_phone",
         "recipient_email", "address", "lat", "lng", "service_date", "window_start", "window_end",
         "service_minutes", "parcels", "priority", "required_driver", "instructions",
+        "high_value", "parcel_codes", "require_pin",
     }
 )  # fmt: skip
 
@@ -563,6 +565,20 @@ def route_transition(
     return current
 
 
+def route_travelled_set(*, route_id: int, metres: float, expected: int | None = None) -> bool:
+    """Set how far the route's driver has driven so far (tracking's GPS ingest keeps it).
+
+    With `expected`, a compare-and-set: the row changes only if it still holds `expected`, so
+    two ingest requests extending the same distance at once never both add to one old value;
+    the loser gets False and recomputes. Leaves Route.version alone: it guards dispatchers'
+    edits, which a moving van must not make stale. Raises nothing; returns whether it changed.
+    """
+    routes = Route.objects.filter(pk=route_id)
+    if expected is not None:
+        routes = routes.filter(travelled_distance_m=expected)
+    return routes.update(travelled_distance_m=max(0, round(metres))) == 1
+
+
 @transaction.atomic
 def stop_transition(
     *,
@@ -612,6 +628,13 @@ def stop_transition(
             from_status=current.status, to_status=to, reason=reason, note=note, lat=lat, lng=lng,
         )  # fmt: skip
     current.refresh_from_db()
+    announce = {
+        "stop_id": current.pk,
+        "organization_id": current.organization_id,
+        "route_id": current.route_id,
+        "status": to,
+    }
+    transaction.on_commit(lambda: signals.stop_status_changed.send(sender=Stop, **announce))
     return current
 
 

@@ -13,15 +13,21 @@ format-suffix duplicates (`orders.json`), which reach the same views as the rows
 """
 
 import datetime as dt
+import io
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from PIL import Image
 
 from dispatch.models import Contact, Depot, Driver, Order, Plan, Route, Shift, Stop, StopEvent, Vehicle
 from dispatch.timeutils import local_today
+from pod import services as pod_services
 from tests.factories import (
     ContactFactory,
     DepotFactory,
@@ -34,6 +40,8 @@ from tests.factories import (
     UserFactory,
     VehicleFactory,
 )
+from tracking.models import Alert, TrackerDevice
+from tracking.services import tracker_device_create
 
 ROLES = ["anonymous", "driver", "dispatcher_a", "org_admin_a", "dispatcher_b", "staff_no_org"]
 
@@ -98,6 +106,16 @@ EXPECTED: dict[str, Row] = {
     # --- tracking -------------------------------------------------------------------------
     "tracking:dashboard":      Row(LOGIN, APP,  200,  200,  200,  403,  None,     "driver"),
     "tracking:driver_home":    Row(LOGIN, 200,  403,  403,  403,  403,  None,     None),
+    "tracking:alert_acknowledge": Row(405, 405,  405,  405,  405,  405,  "alert",  None),
+    "tracking:driver_trackers": Row(LOGIN, 403,  200,  200,  404,  403,  "driver_id", "driver"),
+    "tracking:driver_tracker_revoke": Row(405, 405, 405, 405, 405,  405,  "tracker", None),
+    "tracker_osmand":          Row(401,   401,  401,  401,  401,  401,  None,     None),  # key, not log-in
+    "driver_stop_pod":         Row(401,   405,  403,  403,  403,  403,  "stop_id", None),
+    # --- proof of delivery (files: staff see them in Django admin) ---------------------------
+    "pod:photo":               Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
+    "pod:photo_thumbnail":     Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
+    "pod:signature":           Row(LOGIN, 200,  200,  200,  404,  200,  "proof",  None),
+    "pod:order_proof":         Row(LOGIN, 403,  200,  200,  404,  403,  "order",  "order"),
     # --- dispatcher portal ----------------------------------------------------------------
     "dispatch:order_list":     Row(LOGIN, 403,  200,  200,  200,  403,  None,     "order"),
     "dispatch:order_create":   Row(LOGIN, 403,  200,  200,  200,  403,  None,     "depot"),
@@ -225,6 +243,17 @@ def world(org, other_org, dispatcher, org_admin, other_dispatcher) -> World:
     objects["stop"] = StopFactory(
         route=objects["route"], order=OrderFactory(organization=org, depot=depot), sequence=1
     )
+    objects["alert"] = Alert.objects.create(
+        organization=org, kind=Alert.Kind.FAILED, key="failed:stop:test", message="Stop 1 failed",
+        route=objects["route"], stop=objects["stop"], driver=driver, raised_at=timezone.now(),
+    )  # fmt: skip
+    objects["tracker"], _key = tracker_device_create(driver=driver, name="Traccar", by=dispatcher)
+    delivered = StopFactory(
+        route=objects["route"], order=OrderFactory(organization=org, depot=depot), sequence=2,
+        status=Stop.Status.COMPLETED,
+    )  # fmt: skip
+    objects["proof"] = _proof(delivered, driver)
+    objects["photo"] = objects["proof"].photos.get()
     # Org B has its own fleet too, so "B sees nothing of A" is not just "B sees nothing".
     DepotFactory(organization=other_org, name="Bravo depot")
     OrderFactory(organization=other_org, recipient_name="Bravo recipient")
@@ -239,13 +268,28 @@ def world(org, other_org, dispatcher, org_admin, other_dispatcher) -> World:
     return World(users=users, objects=objects)
 
 
+def _proof(stop, driver):
+    """A real proof with a photo and a signature, captured by the world's driver."""
+    image = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(image, format="PNG")
+    prepared = pod_services.proof_prepare(
+        stop=stop, outcome="delivered", photos=[ContentFile(image.getvalue(), name="p.png")],
+        signature=ContentFile(image.getvalue(), name="s.png"), recipient_name="Q",
+    )  # fmt: skip
+    return pod_services.proof_record(
+        prepared=prepared, stop=stop, key=uuid.uuid4(), by=driver.user, captured_at=timezone.now()
+    )
+
+
 def _kwargs(obj: str | None, world: World) -> dict[str, Any]:
     if obj is None:
         return {}
     if obj == "reset":
         return {"uidb64": "MQ", "token": "not-a-valid-token"}
-    if obj in ("route_id", "stop_id"):  # driver API routes name their id
+    if obj in ("route_id", "stop_id", "driver_id"):  # these routes name their id
         return {obj: world.objects[obj.removesuffix("_id")].pk}
+    if obj in ("photo", "proof"):  # proof files are addressed by an unguessable id
+        return {"public_id": world.objects[obj].public_id}
     return {"pk": world.objects[obj].pk}
 
 
@@ -281,7 +325,8 @@ def test_get_cell(client, world, name, role):
     response = _client_as(client, world, role).get(url)
 
     _assert_outcome(response, expected, url)
-    body = response.content.decode(errors="replace")
+    content = b"".join(response.streaming_content) if response.streaming else response.content
+    body = content.decode(errors="replace")
     if role == "dispatcher_b" and response.status_code == 200:
         leaked = [marker for marker in MARKERS.values() if marker in body]
         assert not leaked, f"GET {url} as org B's dispatcher shows org A's {leaked}"
@@ -293,7 +338,10 @@ def test_get_cell(client, world, name, role):
 
 
 def _snapshot() -> dict[str, list[dict]]:
-    models = [Order, Contact, Driver, Shift, Vehicle, Depot, StopEvent, Plan, Route, Stop, get_user_model()]
+    models = [
+        Order, Contact, Driver, Shift, Vehicle, Depot, StopEvent, Plan, Route, Stop, Alert, TrackerDevice,
+        get_user_model(),
+    ]  # fmt: skip
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
 
@@ -313,6 +361,7 @@ def _order_form(world: World) -> dict[str, Any]:
 
 # (url name, object, method, form/JSON data); every one of these changes org A's data when
 # org A's dispatcher sends it (see test_unsafe_request_by_owner_changes_data).
+PORTAL = ("dispatch:", "tracking:")  # HTML pages (the rest of UNSAFE is the API)
 UNSAFE = {
     "dispatch:order_edit": ("order", "post", _order_form),
     "dispatch:order_cancel": ("order", "post", lambda w: {"reason": "rival"}),
@@ -362,6 +411,8 @@ UNSAFE = {
     "dispatch:route_lock": ("route", "post", lambda w: {"locked": "1"}),
     "dispatch:stop_move": ("stop", "post", lambda w: {"direction": "down"}),
     "dispatch:stop_remove": ("stop", "post", lambda w: {}),
+    "tracking:alert_acknowledge": ("alert", "post", lambda w: {}),
+    "tracking:driver_tracker_revoke": ("tracker", "post", lambda w: {}),
     "order-detail": ("order", "patch", lambda w: {"recipient_name": "Changed by API"}),
     "order-cancel": ("order", "post", lambda w: {"reason": "rival"}),
 }
@@ -380,14 +431,14 @@ UNSAFE_CELLS = [pytest.param(name, role, id=f"{name}-{role}") for name in UNSAFE
 def _send_unsafe(client, world: World, name: str):
     obj, method, data = UNSAFE[name]
     url = reverse(name, kwargs={"pk": world.objects[obj].pk})
-    if name.startswith("dispatch:"):
+    if name.startswith(PORTAL):
         return getattr(client, method)(url, data(world)), url
     return getattr(client, method)(url, data(world), content_type="application/json"), url
 
 
 @pytest.mark.parametrize(("name", "role"), UNSAFE_CELLS)
 def test_unsafe_request_by_non_owner_is_refused_and_changes_nothing(client, world, name, role):
-    kind = "html" if name.startswith("dispatch:") else "api"
+    kind = "html" if name.startswith(PORTAL) else "api"
     client = _client_as(client, world, role)  # logging in writes last_login: do it first
     before = _snapshot()
 

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class TrackingConfig(AppConfig):
     name = "tracking"
     verbose_name = "Tracking"
+
+    def ready(self) -> None:
+        from dispatch.signals import stop_status_changed
+        from tracking.alerts import on_stop_status_changed
+
+        # A failed delivery is on the dashboard at once; the minute sweep catches any it missed.
+        stop_status_changed.connect(on_stop_status_changed, dispatch_uid="tracking.alerts.stop_status")

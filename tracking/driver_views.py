@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET
 from dispatch.models import Route, Stop
 from dispatch.permissions import driver_view
 from dispatch.timeutils import local_today
+from pod.services import policy_for, proof_requirements, requirements_list
 
 FAILURE_REASONS = [
     ("not_home", "Nobody home"),
@@ -40,6 +41,13 @@ def driver_home(request: HttpRequest) -> HttpResponse:
     open_stops = [
         s for s in stops if s.status in (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED)
     ]
+    # What each delivery needs (photo, signature, pin, barcode): the app asks for it up front,
+    # so an offline capture is complete before it waits to be sent. The server checks again.
+    policy = policy_for(request.organization.pk)
+    for stop in open_stops:
+        needs = proof_requirements(order=stop.order, policy=policy)
+        stop.proof_needs = " ".join(sorted(needs))
+        stop.proof_needs_text = requirements_list(needs) if needs else ""
     response = render(
         request,
         "tracking/driver_home.html",

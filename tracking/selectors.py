@@ -5,11 +5,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Max, Prefetch, QuerySet, Sum
+from django.utils import timezone
 
 from dispatch.models import Depot, Driver, Organization, Route, Stop, StopEvent
 from dispatch.timeutils import local_day_bounds, local_today
-from tracking.models import DriverPosition
+from tracking.geo import distance_m
+from tracking.models import Alert, DriverPosition, LocationPing, Source
 
 # The routes a driver sees in the app; a completed route stays reachable so a late action on it
 # is answered "already completed" (409) rather than "not found".
@@ -43,6 +46,62 @@ def driver_route_today(*, driver: Driver, now: datetime | None = None) -> Route 
     )
 
 
+@dataclass
+class ArrivalSuggestion:
+    stop: Stop
+    since: datetime
+
+
+# How far back the dwell is traced, and at most how many fixes: a "since" older than this is
+# shown as this old.
+ARRIVAL_LOOKBACK = timedelta(minutes=15)
+ARRIVAL_MAX_FIXES = 1000
+# The last known position holds until then: a phone standing still may send no new fix.
+ARRIVAL_FIX_FRESH = timedelta(minutes=5)
+SUGGESTIBLE_STOP_STATUSES = (Stop.Status.PENDING, Stop.Status.EN_ROUTE)
+
+
+def arrival_suggestion(
+    *, driver: Driver, route: Route, now: datetime | None = None
+) -> ArrivalSuggestion | None:
+    """The open stop (pending or en route) of `route` the driver seems to be at, or None.
+
+    He is at it when his good fixes of the last ARRIVAL_DWELL_S seconds, up to his latest one,
+    all lie within ARRIVAL_RADIUS_M of it. Only offered to the driver, never applied. One
+    query: `route`'s stops and orders must be prefetched (driver_route_today does).
+    """
+    now = now or timezone.now()
+    dwell = timedelta(seconds=getattr(settings, "ARRIVAL_DWELL_S", 60))
+    radius = getattr(settings, "ARRIVAL_RADIUS_M", 75.0)
+    candidates = [
+        stop
+        for stop in route.stops.all()
+        if stop.status in SUGGESTIBLE_STOP_STATUSES
+        and stop.order.lat is not None
+        and stop.order.lng is not None
+    ]
+    if route.driver_id != driver.pk or not candidates:
+        return None
+    fixes = list(
+        LocationPing.objects.filter(
+            driver=driver, flags="", recorded_at__gte=now - ARRIVAL_LOOKBACK, recorded_at__lte=now
+        )
+        .order_by("-recorded_at")
+        .values_list("lat", "lng", "recorded_at")[:ARRIVAL_MAX_FIXES]
+    )
+    if not fixes or fixes[0][2] < now - ARRIVAL_FIX_FRESH:
+        return None
+    for stop in sorted(candidates, key=lambda s: s.sequence):
+        since = None
+        for lat, lng, recorded_at in fixes:  # newest first, back to where he came from
+            if distance_m(lat, lng, stop.order.lat, stop.order.lng) > radius:
+                break
+            since = recorded_at
+        if since is not None and since <= now - dwell:
+            return ArrivalSuggestion(stop=stop, since=since)
+    return None
+
+
 # --- The dispatcher's live dashboard ------------------------------------------------------------
 # Polled every few seconds by every open browser, so its reads are a fixed number of queries
 # whatever the number of drivers and stops (bench/ measures it). Scoped to one organisation.
@@ -73,14 +132,36 @@ def dashboard_fingerprint(*, organization: Organization, day: date, now: datetim
     events = StopEvent.objects.filter(organization=organization, recorded_at__gte=start).aggregate(
         n=Count("pk"), last=Max("recorded_at")
     )
+    # Raising, acknowledging and resolving each write a time: their maximum moves on any change.
+    alerts = Alert.objects.filter(organization=organization, resolved_at=None).aggregate(
+        n=Count("pk"), last=Max("raised_at"), acknowledged=Max("acknowledged_at")
+    )
     last_position = positions["last"].timestamp() if positions["last"] else 0
     last_event = events["last"].timestamp() if events["last"] else 0
+    last_alert = max((t.timestamp() for t in (alerts["last"], alerts["acknowledged"]) if t), default=0)
     return (
         f"{organization.pk}-{day:%Y%m%d}-{int(now.timestamp() // 60)}"
         f"-p{positions['n']}.{last_position}"
         f"-r{routes['n']}.{routes['versions'] or 0}.{routes['last_pk'] or 0}"
         f"-e{events['n']}.{last_event}"
+        f"-a{alerts['n']}.{last_alert}"
     )
+
+
+def dashboard_alerts(*, organization: Organization, limit: int = 30) -> dict[str, Any]:
+    """Open alerts nobody has acknowledged yet, newest first (two queries), and how many open
+    ones were acknowledged (still going on, but seen)."""
+    open_alerts = Alert.objects.filter(organization=organization, resolved_at=None)
+    unseen = list(
+        open_alerts.filter(acknowledged_at=None)
+        .select_related("route__driver__user", "stop")
+        .order_by("-raised_at")[:limit]
+    )
+    return {"unseen": unseen, "seen_count": open_alerts.exclude(acknowledged_at=None).count()}
+
+
+def alerts_visible_to(*, organization: Organization) -> QuerySet[Alert]:
+    return Alert.objects.filter(organization=organization)
 
 
 @dataclass
@@ -137,6 +218,8 @@ def _position_json(p: DriverPosition, route_id: int | None, now: datetime) -> di
         "lng": p.lng,
         "heading": p.heading_deg,
         "speed": p.speed_mps,
+        "source": p.source,
+        "source_label": "via tracker app" if p.source == Source.TRACKER else "via driver app",
         "recorded_at": p.recorded_at.isoformat(),
         "age_s": int(age),
         "age": _age_text(age),

@@ -108,16 +108,42 @@ class DriverRouteSummarySerializer(serializers.ModelSerializer):
         fields = ["id", "date", "status", "started_at", "completed_at"]
 
 
+class ArrivalSuggestionSerializer(serializers.Serializer):
+    """tracking.selectors.ArrivalSuggestion: the open stop the driver seems to be at."""
+
+    stop = serializers.IntegerField(source="stop.pk")
+    sequence = serializers.IntegerField(source="stop.sequence")
+    address = serializers.CharField(source="stop.order.address")
+    since = serializers.DateTimeField(help_text="His first position near it, of the last 15 minutes.")
+
+
 class DriverRouteSerializer(serializers.ModelSerializer):
     """Today's route with its stops in planned order (the selector prefetches them)."""
 
     depot = DriverDepotSerializer()
     vehicle = serializers.CharField(source="vehicle.name", default=None)
     stops = DriverStopSerializer(many=True)
+    # Set on the route by DriverRouteView from tracking.selectors.arrival_suggestion.
+    arrival_suggestion = ArrivalSuggestionSerializer(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text="The stop the driver seems to have reached: offer to mark it arrived. Null if none.",
+    )
 
     class Meta:
         model = Route
-        fields = ["id", "date", "status", "started_at", "completed_at", "depot", "vehicle", "stops"]
+        fields = [
+            "id",
+            "date",
+            "status",
+            "started_at",
+            "completed_at",
+            "depot",
+            "vehicle",
+            "stops",
+            "arrival_suggestion",
+        ]
 
 
 class DriverRouteToday(serializers.Serializer):
@@ -189,3 +215,44 @@ class RouteEventResult(serializers.Serializer):
     duplicate = serializers.BooleanField(
         help_text="True when this uuid was already recorded; nothing changed."
     )
+
+
+class StopProofInput(serializers.Serializer):
+    """The multipart form of a stop's completion (or failed attempt) with its proof."""
+
+    uuid = serializers.UUIDField(help_text="Made by the app per capture; a retry returns the first result.")
+    kind = serializers.ChoiceField(
+        choices=[("delivered", "Delivered"), ("failed", "Failed")], default="delivered"
+    )
+    at = OffsetDateTimeField(help_text="When the driver captured it, by the phone's clock.")
+    reason = serializers.ChoiceField(
+        choices=FAILURE_REASON_CHOICES, required=False, allow_blank=True, default="",
+        help_text="Why it failed; required when kind is failed.",
+    )  # fmt: skip
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=1000)
+    recipient_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    pin = serializers.CharField(required=False, allow_blank=True, default="", max_length=10)
+    scanned_code = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+    lat = serializers.FloatField(required=False, allow_null=True, default=None, min_value=-90, max_value=90)
+    lng = serializers.FloatField(required=False, allow_null=True, default=None, min_value=-180, max_value=180)
+    accuracy = serializers.FloatField(required=False, allow_null=True, default=None, min_value=0)
+    photos = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True), required=False, default=list,
+        help_text="JPEG, PNG or WebP; the server re-encodes them without metadata.",
+    )  # fmt: skip
+    signature = serializers.FileField(required=False, allow_null=True, default=None, allow_empty_file=True)
+
+    def validate(self, data):
+        if data["kind"] == "failed" and not data["reason"]:
+            raise serializers.ValidationError({"reason": "Choose why the stop failed."})
+        if data["reason"] == "other" and not data["note"].strip():
+            raise serializers.ValidationError({"note": "Say what went wrong when the reason is “other”."})
+        if (data["lat"] is None) != (data["lng"] is None):
+            raise serializers.ValidationError({"lat": "Send lat and lng together, or neither."})
+        return data
+
+
+class StopProofResult(serializers.Serializer):
+    stop = DriverStopSerializer()
+    duplicate = serializers.BooleanField()
+    proof = serializers.DictField(help_text="public_id, outcome, photos, signature, hashes, flags")

@@ -1,20 +1,28 @@
 """Writes for live data. Views, API views, the simulator and tests all call these."""
 
+import hashlib
+import logging
 import math
+import secrets
 import uuid as uuid_lib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from dispatch.models import Driver, Route, Stop
-from dispatch.services import IllegalTransition, route_transition, stop_transition
-from dispatch.timeutils import local_today
-from tracking.models import DriverAction, DriverPosition, LocationPing, Source
+from dispatch.services import IllegalTransition, route_transition, route_travelled_set, stop_transition
+from dispatch.timeutils import local_day_bounds, local_today
+from pod import services as pod_services
+from tracking.geo import path_length_m
+from tracking.models import DriverAction, DriverPosition, LocationPing, Source, TrackerDevice
+from tracking.osmand import fix_uuid
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=7)
@@ -136,7 +144,8 @@ def location_record_batch(
         .values("lat", "lng", "recorded_at")
         .first()
     )
-    pings, flagged, newest_good = [], 0, None
+    stored_previous = previous
+    pings, flagged, newest_good, good = [], 0, None, []
     for row in new:
         flags = []
         if row["accuracy_m"] is not None and row["accuracy_m"] > max_accuracy:
@@ -151,6 +160,7 @@ def location_record_batch(
             flagged += 1
         else:
             previous = newest_good = row
+            good.append(row)
         pings.append(
             LocationPing(
                 organization_id=driver.organization_id,
@@ -161,11 +171,73 @@ def location_record_batch(
                 **row,
             )
         )
+    # Read before the insert: the newest good fix stored so far tells an append from a late buffer.
+    route = _route_being_driven(driver=driver, now=now) if good else None
     LocationPing.objects.bulk_create(pings, ignore_conflicts=True)
+    if route is not None:
+        _route_travel_extend(
+            driver=driver, route=route, good=good, previous=stored_previous, batch_start=new[0]["recorded_at"]
+        )
 
     if newest_good is not None:
         _position_advance(driver=driver, row=newest_good, source=source, now=now)
     return {"accepted": len(new), "duplicates": duplicates, "rejected": rejected, "flagged": flagged}
+
+
+def _route_being_driven(*, driver: Driver, now: datetime) -> dict | None:
+    """The driver's in-progress route of the organisation-local today, with the time of his
+    newest good fix stored so far, in one query; or None."""
+    newest_good = (
+        LocationPing.objects.filter(driver=OuterRef("driver"), flags="")
+        .order_by("-recorded_at")
+        .values("recorded_at")[:1]
+    )
+    utc_day = now.astimezone(UTC).date()  # the local today is this day or one either side
+    routes = (
+        Route.objects.filter(
+            driver=driver,
+            status=Route.Status.IN_PROGRESS,
+            date__range=(utc_day - timedelta(days=1), utc_day + timedelta(days=1)),
+        )
+        .annotate(newest_good=Subquery(newest_good))
+        .values("pk", "date", "started_at", "travelled_distance_m", "newest_good", "organization__timezone")
+    )
+    for route in routes:
+        tz = ZoneInfo(route["organization__timezone"])
+        if route["date"] == local_today(tz, now):
+            route["started_at"] = route["started_at"] or local_day_bounds(route["date"], tz)[0]
+            return route
+    return None
+
+
+def _route_travel_extend(
+    *, driver: Driver, route: dict, good: list[dict], previous: dict | None, batch_start: datetime
+) -> None:
+    """Keep Route.travelled_distance_m: the jitter-free length of the path of the driver's good
+    fixes since the route started (tracking.geo.path_length_m).
+
+    A batch newer than every stored good fix extends it from the previous good fix; a late
+    offline buffer landing in the middle of history, or a concurrent request that changed the
+    distance first, recomputes it from the route's good fixes in one query.
+    """
+    start = route["started_at"]
+    driven = [row for row in good if row["recorded_at"] >= start]
+    if not driven:
+        return
+    if route["newest_good"] is None or route["newest_good"] < batch_start:
+        # `previous` is then the newest stored good fix; it counts only if on this route.
+        on_route = previous is not None and previous["recorded_at"] >= start
+        path = [(previous["lat"], previous["lng"], None)] if on_route else []
+        extra = path_length_m(path + [(row["lat"], row["lng"], row["accuracy_m"]) for row in driven])
+        old = route["travelled_distance_m"]
+        if not extra or route_travelled_set(route_id=route["pk"], metres=old + extra, expected=old):
+            return
+    points = (
+        LocationPing.objects.filter(driver=driver, flags="", recorded_at__gte=start)
+        .order_by("recorded_at", "pk")
+        .values_list("lat", "lng", "accuracy_m")
+    )
+    route_travelled_set(route_id=route["pk"], metres=path_length_m(list(points)))
 
 
 def _position_advance(*, driver: Driver, row: dict, source: str, now: datetime) -> None:
@@ -347,8 +419,14 @@ def driver_stop_event(
     lat: float | None = None,
     lng: float | None = None,
     now: datetime | None = None,
+    proof: "pod_services.PreparedProof | None" = None,
+    proof_capture: dict | None = None,
 ) -> DriverActionResult:
     """Record what the driver did at a stop of his route today: arrived, delivered, failed, skipped.
+
+    With `proof` (from pod.services.proof_prepare) the proof is stored in the same transaction
+    as the change: both or neither. `proof_capture` holds its position, accuracy and device time.
+    A delivery without proof is refused when the organisation's policy requires one.
 
     `at` is the device's time (clamped to now) and becomes the StopEvent's time. Delivering a
     pending stop marks it arrived first; a stop done while earlier ones are still open is allowed
@@ -380,6 +458,11 @@ def driver_stop_event(
                 f"Stop {current.sequence} is already {current.get_status_display().lower()}; "
                 f"it cannot be marked {kind} again."
             )
+        if kind == "delivered" and proof is None:
+            # The plain action carries no proof: only for organisations that require none.
+            missing = pod_services.proof_requirements(order=current.order)
+            if missing:
+                raise ValidationError({"proof": pod_services.requirements_text(missing)})
         when = _device_time(at, now)
         earlier_open = current.route.stops.filter(
             sequence__lt=current.sequence, status__in=(Stop.Status.PENDING, Stop.Status.EN_ROUTE)
@@ -420,6 +503,13 @@ def driver_stop_event(
             current = stop_transition(
                 stop=current, to=Stop.Status.SKIPPED, by=driver.user, at=when, note=note, **position
             )
+        if proof is not None:
+            capture = proof_capture or {}
+            pod_services.proof_record(
+                prepared=proof, stop=current, key=uuid, by=driver.user,
+                captured_at=capture.get("captured_at") or when, lat=capture.get("lat", lat),
+                lng=capture.get("lng", lng), accuracy_m=capture.get("accuracy"), note=note, now=now,
+            )  # fmt: skip
         action.result = {
             "stop": current.pk,
             "status": current.status,
@@ -433,3 +523,136 @@ def driver_stop_event(
 
     action_kind = DriverAction.Kind(kind)
     return _idempotent(work, driver=driver, uuid=uuid, kind=action_kind, route=route, stop=stop)
+
+
+# --- Tracker apps: Traccar Client & co. over the OsmAnd protocol (issue #4 item 4) -----------
+
+logger = logging.getLogger(__name__)
+TRACKER_KEY_BYTES = 24  # 192 bits from secrets: the key is the app's whole credential
+TRACKER_KEY_MAX_LENGTH = 200
+
+
+def _tracker_key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def tracker_device_create(*, driver: Driver, name: str, by) -> tuple[TrackerDevice, str]:
+    """A new tracker device for `driver` and its plain key, which is returned only here.
+
+    Only the key's SHA-256 and its first characters are stored. Raises ValidationError for an
+    empty name. Enqueues nothing.
+    """
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Name the phone or app, e.g. “Traccar on Anna’s phone”."})
+    key = secrets.token_urlsafe(TRACKER_KEY_BYTES)
+    device = TrackerDevice.objects.create(
+        organization_id=driver.organization_id,
+        driver=driver,
+        name=name[:80],
+        key_hash=_tracker_key_hash(key),
+        key_hint=key[:6],
+        created_by=by,
+    )
+    return device, key
+
+
+def tracker_device_revoke(*, device: TrackerDevice, by, at: datetime | None = None) -> TrackerDevice:
+    """Refuse the device's fixes from now on. Revoking twice keeps the first time."""
+    at = at or timezone.now()
+    if TrackerDevice.objects.filter(pk=device.pk, revoked_at=None).update(revoked_at=at):
+        logger.info("Tracker device %s of driver %s revoked by %s", device.pk, device.driver_id, by)
+    device.refresh_from_db(fields=["revoked_at"])
+    return device
+
+
+def tracker_device_for_key(key: str | None) -> TrackerDevice | None:
+    """The active device whose key this is, or None (unknown, revoked, or an inactive driver).
+
+    Looked up by the key's SHA-256, so comparing never leaks how much of a key matched.
+    """
+    if not key or len(key) > TRACKER_KEY_MAX_LENGTH:
+        return None
+    return (
+        TrackerDevice.objects.select_related("driver__organization")
+        .filter(key_hash=_tracker_key_hash(key), revoked_at=None, driver__is_active=True)
+        .first()
+    )
+
+
+def tracker_location_record(*, device: TrackerDevice, fixes: list[dict], now: datetime | None = None) -> dict:
+    """Store a tracker app's fixes for its driver (source tracker) and note the device was seen.
+
+    `fixes` come from tracking.osmand.osmand_parse. Each gets a uuid derived from the device,
+    its time and coordinates, so an app's retry of the same fix is a duplicate. Returns
+    location_record_batch's result; raises nothing for implausible fixes.
+    """
+    now = now or timezone.now()
+    rows = [
+        {
+            **fix,
+            "uuid": fix_uuid(
+                device_id=device.pk, recorded_at=fix["recorded_at"], lat=fix["lat"], lng=fix["lng"]
+            ),
+        }
+        for fix in fixes
+    ]
+    result = location_record_batch(driver=device.driver, fixes=rows, source=Source.TRACKER, now=now)
+    TrackerDevice.objects.filter(pk=device.pk).update(last_seen_at=now)
+    return result
+
+
+# --- Completing a stop with proof of delivery (issue #5) ------------------------------------
+
+
+def driver_stop_proof(
+    *,
+    driver: Driver,
+    stop: Stop,
+    uuid: uuid_lib.UUID,
+    kind: str,
+    at: datetime,
+    reason: str = "",
+    note: str = "",
+    recipient_name: str = "",
+    pin: str = "",
+    scanned_code: str = "",
+    photos: list | None = None,
+    signature=None,
+    lat: float | None = None,
+    lng: float | None = None,
+    accuracy: float | None = None,
+    now: datetime | None = None,
+) -> DriverActionResult:
+    """Deliver a stop (or fail it) together with its proof: both or neither.
+
+    The uuid is the app's capture key and the driver action's id at once, so a retry after a
+    lost answer returns the first result (duplicate=True) and stores nothing twice. Raises
+    ValidationError (policy, PIN, barcode, fields), pod.images.ImageRejected (bad upload),
+    IllegalTransition or PermissionDenied as driver_stop_event does; then nothing is stored.
+    """
+    action_kind = DriverAction.Kind(kind)
+    replay = _stored(driver=driver, uuid=uuid, kind=action_kind, route=stop.route, stop=stop)
+    if replay is not None:
+        return replay  # before decoding anything: a retry costs one query
+    prepared = pod_services.proof_prepare(
+        stop=stop,
+        outcome=kind,
+        photos=photos,
+        signature=signature,
+        recipient_name=recipient_name,
+        pin=pin,
+        scanned_code=scanned_code,
+    )
+    try:
+        result = driver_stop_event(
+            driver=driver, stop=stop, uuid=uuid, kind=kind, at=at, reason=reason, note=note,
+            lat=lat, lng=lng, now=now, proof=prepared,
+            proof_capture={"captured_at": at, "lat": lat, "lng": lng, "accuracy": accuracy},
+        )  # fmt: skip
+    except BaseException:
+        prepared.discard()
+        raise
+    if result.duplicate:  # lost a race with the same capture: its files are not needed
+        prepared.discard()
+    return result

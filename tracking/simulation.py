@@ -3,13 +3,15 @@
 Every driver moves in straight lines (depot → stops in sequence → depot) at a noisy speed,
 sends a GPS fix every FIX_INTERVAL simulated seconds through location_record_batch, and
 changes route and stop statuses only through dispatch.services, exactly as the driver app
-would. The state lives in memory, but Simulation.from_db rebuilds it from the database (the
+would; each delivery carries a generated photo and signature through pod.services. The state
+lives in memory, but Simulation.from_db rebuilds it from the database (the
 first open stop is the next target; the position is the DriverPosition, else the depot), so a
 restarted simulator carries on where the last one stopped.
 
 advance() is the whole step; the command only loops, sleeps and prints.
 """
 
+import io
 import logging
 import math
 import random
@@ -19,11 +21,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
 from django.db.models import Max
+from PIL import Image, ImageDraw
 
 from dispatch.models import Driver, Order, Route, Stop
 from dispatch.services import IllegalTransition, route_transition, stop_transition
 from dispatch.timeutils import local_today
+from pod import services as pod_services
 from tracking.models import DriverPosition
 from tracking.services import _distance_m, location_record_batch
 
@@ -321,13 +327,63 @@ def _finish_service(run: DriverRun, state: Simulation, t: datetime, rng: random.
         )
         events.append(_line(t, run, f"failed {stop.label}: {reason}"))
     else:
-        # TODO(#5): capture a generated photo + signature through pod's services here, before
-        # completing, once proof of delivery exists (DESIGN.md: "deliveries with generated
-        # photo + signature").
-        stop_transition(stop=Stop(pk=stop.stop_id), to=Stop.Status.COMPLETED, by=run.driver.user, at=t)
+        _complete_with_proof(run, stop.stop_id, t, rng)
         done = "picked up" if stop.kind == Order.Kind.PICKUP else "delivered"
         events.append(_line(t, run, f"{done} {stop.label}"))
     run.phase, run.busy_until = Phase.DRIVING, None
+
+
+def _complete_with_proof(run: DriverRun, stop_id: int, t: datetime, rng: random.Random) -> None:
+    """Complete the stop with a generated photo and signature, through pod's services, as the
+    driver app does: the proof and the completion in one transaction, files removed if it fails."""
+    stop = Stop.objects.select_related("order").get(pk=stop_id)
+    prepared = pod_services.proof_prepare(
+        stop=stop,
+        outcome="delivered",
+        photos=[ContentFile(_doorstep_photo(stop, t, rng), name="photo.jpg")],
+        signature=ContentFile(_signature_png(rng), name="signature.png"),
+        recipient_name=stop.order.recipient_name,
+        pin=stop.order.handover_pin,
+        scanned_code=stop.order.parcel_codes[0] if stop.order.parcel_codes else "",
+    )
+    try:
+        with transaction.atomic():
+            stop_transition(stop=stop, to=Stop.Status.COMPLETED, by=run.driver.user, at=t)
+            pod_services.proof_record(
+                prepared=prepared, stop=stop, key=uuid.uuid4(), by=run.driver.user, captured_at=t,
+                lat=run.lat, lng=run.lng, accuracy_m=round(rng.uniform(5, 15), 1), now=t,
+            )  # fmt: skip
+    except BaseException:
+        prepared.discard()
+        raise
+
+
+def _doorstep_photo(stop: Stop, t: datetime, rng: random.Random) -> bytes:
+    """A picture of a parcel at a door, labelled with the order and time (a JPEG)."""
+    image = Image.new("RGB", (640, 480), (rng.randint(150, 200),) * 3)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((380, 60, 560, 440), fill=(120, 72, 40), outline=(60, 36, 20), width=4)  # the door
+    x, y = rng.randint(120, 220), rng.randint(280, 320)
+    draw.rectangle((x, y, x + 160, y + 110), fill=(196, 154, 96), outline=(110, 80, 40), width=3)  # parcel
+    draw.line((x, y + 40, x + 160, y + 40), fill=(230, 220, 190), width=8)  # tape
+    draw.text((20, 20), f"{stop.order.external_ref or stop.order_id}  {t:%H:%M}", fill=(20, 20, 20))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def _signature_png(rng: random.Random) -> bytes:
+    """A scribbled signature on a transparent background, as signature_pad exports it."""
+    image = Image.new("RGBA", (500, 160), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    points, x = [], 30.0
+    while x < 470:
+        points.append((x, 80 + 45 * math.sin(x / rng.uniform(12, 30)) * rng.uniform(0.4, 1)))
+        x += rng.uniform(4, 9)
+    draw.line(points, fill=(10, 20, 60, 255), width=3, joint="curve")
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
 
 
 def _fix(run: DriverRun, t: datetime, rng: random.Random, bearing_to: float | None = None) -> None:

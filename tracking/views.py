@@ -3,22 +3,55 @@ import hashlib
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control
 from django.utils.http import quote_etag
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
 
 from dispatch.models import Membership, Order
 from dispatch.selectors import membership_for, order_status_counts
 from dispatch.timeutils import local_today
-from tracking.selectors import dashboard_fingerprint, dashboard_live
+from tracking import alerts
+from tracking.selectors import alerts_visible_to, dashboard_alerts, dashboard_fingerprint, dashboard_live
 
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
+
+
+def _portal_membership(request: HttpRequest):
+    membership = membership_for(request.user)
+    if membership is None or not membership.uses_portal:
+        raise PermissionDenied("This page is for the dispatchers and admins of an organisation.")
+    return membership
+
+
+def _render_dashboard(request: HttpRequest, organization, *, now, partial: bool) -> HttpResponse:
+    today = local_today(organization.tzinfo, now)
+    counts = order_status_counts(user=request.user, day=today)
+    live = dashboard_live(organization=organization, day=today, now=now)
+    alerts = dashboard_alerts(organization=organization)
+    template = "tracking/dashboard.html" + ("#live" if partial else "")
+    return render(
+        request,
+        template,
+        {
+            "nav": "dashboard",
+            "today": today,
+            "now": now,
+            "counts": counts,
+            "total": sum(counts.values()),
+            "status_choices": Order.Status.choices,
+            "rows": live["rows"],
+            "idle_positions": live["idle_positions"],
+            "map_data": live["map"],
+            "alerts": alerts["unseen"],
+            "alerts_seen_count": alerts["seen_count"],
+        },
+    )
 
 
 @require_GET
@@ -32,41 +65,33 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     membership = membership_for(request.user)
     if membership is not None and membership.role == Membership.Role.DRIVER:
         return redirect("tracking:driver_home")
-    if membership is None or not membership.uses_portal:
-        raise PermissionDenied("Your account is not a member of any organisation.")
+    membership = _portal_membership(request)
     organization = membership.organization
     now = timezone.now()
-    today = local_today(organization.tzinfo, now)
     etag = None
     if request.htmx:
         # Only the partial: the full page carries a CSRF token that must not come from a cache.
+        today = local_today(organization.tzinfo, now)
         fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
         etag = quote_etag(hashlib.sha256(fingerprint.encode()).hexdigest()[:32])
         not_modified = get_conditional_response(request, etag=etag)
         if not_modified is not None:
             patch_cache_control(not_modified, private=True, no_cache=True)
             return not_modified
-    counts = order_status_counts(user=request.user, day=today)
-    live = dashboard_live(organization=organization, day=today, now=now)
-    template = "tracking/dashboard.html"
-    if request.htmx:
-        template += "#live"
-    response = render(
-        request,
-        template,
-        {
-            "nav": "dashboard",
-            "today": today,
-            "now": now,
-            "counts": counts,
-            "total": sum(counts.values()),
-            "status_choices": Order.Status.choices,
-            "rows": live["rows"],
-            "idle_positions": live["idle_positions"],
-            "map_data": live["map"],
-        },
-    )
+    response = _render_dashboard(request, organization, now=now, partial=bool(request.htmx))
     if etag:
         response.headers["ETag"] = etag
         patch_cache_control(response, private=True, no_cache=True)
     return response
+
+
+@require_POST
+@login_required
+def alert_acknowledge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """A dispatcher has seen an alert: it leaves the list (htmx gets the refreshed #live)."""
+    organization = _portal_membership(request).organization
+    alert = get_object_or_404(alerts_visible_to(organization=organization), pk=pk)
+    alerts.alert_acknowledge(alert=alert, by=request.user)
+    if not request.htmx:
+        return redirect("tracking:dashboard")
+    return _render_dashboard(request, organization, now=timezone.now(), partial=True)

@@ -1,7 +1,9 @@
 // The driver app. Offline first: every action (start, arrived, delivered, failed, skip, end)
 // and every GPS fix is stored in localStorage with a client-made UUID and the device time,
 // then sent in order when the network allows. The server treats a repeated UUID as already
-// done, so a retry after a lost answer never doubles anything.
+// done, so a retry after a lost answer never doubles anything. A delivery's proof (photos,
+// signature) waits in IndexedDB, which holds files; its place in the queue is kept in
+// localStorage like every other action, so everything is still sent in order.
 (function () {
   "use strict";
   var ACTIONS = "doorstep.driver.actions.v1";
@@ -97,24 +99,257 @@
       return;
     }
     var stop = button.closest("[data-stop]");
+    if (button.dataset.kind === "delivered" && stop.dataset.proofNeeds) { openProof(stop); return; }
     var body = { uuid: newId(), kind: button.dataset.kind, at: at };
     if (lastFix) { body.lat = lastFix.lat; body.lng = lastFix.lng; }
     if (body.kind === "failed") {
       body.reason = stop.querySelector('select[name="reason"]').value;
       body.note = stop.querySelector('input[name="note"]').value;
       if (body.reason === "other" && !body.note.trim()) { problem("Say what happened in the note."); return; }
+      var failPhoto = stop.querySelector("[data-fail-photo]");
+      if (failPhoto && failPhoto.files.length) {
+        queueCapture(stop, body, [failPhoto.files[0]], null);
+        return;
+      }
     }
     queueAction(stop.dataset.eventsUrl, body);
     showStop(stop, body.kind);
+    showSuggestion(suggestion); // hides the banner once its stop has been acted on
+  });
+
+  // --- Proof of delivery ---------------------------------------------------------------------
+  // Photos are shrunk in the phone (≤ 1600 px JPEG) before they wait or travel; the server
+  // decodes and re-encodes them again whatever arrives. What the organisation requires is on
+  // the stop (data-proof-needs) so that an offline capture is complete before it is queued.
+
+  var DB_NAME = "doorstep-driver", STORE = "captures";
+  var pads = {}, photosOf = {};
+
+  function db() {
+    return new Promise(function (resolve, reject) {
+      var request = indexedDB.open(DB_NAME, 1);
+      request.onupgradeneeded = function () { request.result.createObjectStore(STORE, { keyPath: "id" }); };
+      request.onsuccess = function () { resolve(request.result); };
+      request.onerror = function () { reject(request.error); };
+    });
+  }
+  function store(mode, work) {
+    return db().then(function (conn) {
+      return new Promise(function (resolve, reject) {
+        var tx = conn.transaction(STORE, mode), result;
+        var request = work(tx.objectStore(STORE));
+        request.onsuccess = function () { result = request.result; };
+        tx.oncomplete = function () { resolve(result); };
+        tx.onerror = tx.onabort = function () { reject(tx.error); };
+      });
+    });
+  }
+  var captures = {
+    put: function (item) { return store("readwrite", function (s) { return s.put(item); }); },
+    get: function (id) { return store("readonly", function (s) { return s.get(id); }); },
+    remove: function (id) { return store("readwrite", function (s) { return s.delete(id); }); },
+  };
+
+  async function shrink(file) {
+    var MAX = 1600;
+    try {
+      var bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      var scale = Math.min(1, MAX / Math.max(bitmap.width, bitmap.height));
+      var canvas = document.createElement("canvas");
+      canvas.width = Math.round(bitmap.width * scale);
+      canvas.height = Math.round(bitmap.height * scale);
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      return await new Promise(function (resolve) {
+        canvas.toBlob(function (blob) { resolve(blob || file); }, "image/jpeg", 0.85);
+      });
+    } catch (e) { return file; } // a format this browser cannot draw: the server decides
+  }
+
+  function formOf(stop) { return stop.querySelector("[data-proof-form]"); }
+  function proofError(stop, text) {
+    var el = stop.querySelector("[data-proof-error]");
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  function openProof(stop) {
+    var form = formOf(stop);
+    if (!form) return;
+    form.hidden = false;
+    var canvas = form.querySelector("[data-signature]");
+    if (!pads[stop.dataset.stop] && canvas && window.SignaturePad) {
+      // The drawing surface in device pixels, so strokes are sharp and land under the finger.
+      var ratio = Math.max(window.devicePixelRatio || 1, 1);
+      canvas.width = canvas.offsetWidth * ratio;
+      canvas.height = canvas.offsetHeight * ratio;
+      canvas.getContext("2d").scale(ratio, ratio);
+      pads[stop.dataset.stop] = new window.SignaturePad(canvas, { penColor: "#101828" });
+    }
+    form.scrollIntoView({ block: "start", behavior: "smooth" });
+  }
+
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest("[data-proof-open]");
+    if (opener) { openProof(opener.closest("[data-stop]")); return; }
+    var clear = event.target.closest("[data-signature-clear]");
+    if (clear) {
+      var pad = pads[clear.closest("[data-stop]").dataset.stop];
+      if (pad) pad.clear();
+    }
+  });
+
+  document.addEventListener("change", async function (event) {
+    var input = event.target;
+    var stop = input.closest && input.closest("[data-stop]");
+    if (!stop) return;
+    if (input.matches("[data-proof-photos]")) {
+      var list = photosOf[stop.dataset.stop] = [];
+      var thumbs = stop.querySelector("[data-proof-thumbs]");
+      thumbs.textContent = "";
+      for (var i = 0; i < input.files.length; i++) {
+        var blob = await shrink(input.files[i]);
+        list.push(blob);
+        var img = document.createElement("img");
+        img.src = URL.createObjectURL(blob);
+        img.alt = "Photo " + (i + 1);
+        thumbs.appendChild(img);
+      }
+    } else if (input.matches("[data-scan]") && input.files.length) {
+      var code = stop.querySelector('input[name="scanned_code"]');
+      if (!("BarcodeDetector" in window)) { proofError(stop, "This phone cannot read barcodes: type the code."); return; }
+      try {
+        var found = await new window.BarcodeDetector().detect(await createImageBitmap(input.files[0]));
+        if (found.length) { code.value = found[0].rawValue; proofError(stop, ""); }
+        else proofError(stop, "No barcode found in that picture: try again closer, or type the code.");
+      } catch (e) { proofError(stop, "The barcode could not be read: type the code."); }
+      input.value = "";
+    }
+  });
+
+  document.addEventListener("submit", async function (event) {
+    var form = event.target.closest("[data-proof-form]");
+    if (!form) return;
+    event.preventDefault();
+    var stop = form.closest("[data-stop]");
+    var needs = (stop.dataset.proofNeeds || "").split(" ");
+    var photos = photosOf[stop.dataset.stop] || [];
+    var pad = pads[stop.dataset.stop];
+    var signed = pad && !pad.isEmpty();
+    var field = function (name) { var el = form.querySelector('[name="' + name + '"]'); return el ? el.value.trim() : ""; };
+    var missing = [];
+    if (needs.indexOf("photo") !== -1 && !photos.length) missing.push("a photo");
+    if (needs.indexOf("signature") !== -1 && !signed) missing.push("the signature");
+    if ((needs.indexOf("signature") !== -1 || signed) && !field("recipient_name")) missing.push("the name of who signed");
+    if (needs.indexOf("pin") !== -1 && !/^[0-9]{4}$/.test(field("pin"))) missing.push("the customer's 4-digit PIN");
+    if (needs.indexOf("barcode") !== -1 && !field("scanned_code")) missing.push("a parcel scan");
+    if (missing.length) { proofError(stop, "Still needed: " + missing.join(", ") + "."); return; }
+    proofError(stop, "");
+    var signature = signed ? await new Promise(function (resolve) {
+      pad.canvas.toBlob(resolve, "image/png");
+    }) : null;
+    var body = {
+      uuid: newId(), kind: "delivered", at: new Date().toISOString(), recipient_name: field("recipient_name"),
+      pin: field("pin"), scanned_code: field("scanned_code"), note: field("note"),
+    };
+    await queueCapture(stop, body, photos, signature);
+  });
+
+  async function queueCapture(stop, body, photos, signature) {
+    if (lastFix) { body.lat = lastFix.lat; body.lng = lastFix.lng; body.accuracy = lastFix.accuracy; }
+    var files = [];
+    // Photos picked in the proof form are shrunk already (Blobs); a failed attempt's is a File.
+    for (var i = 0; i < photos.length; i++) files.push(photos[i] instanceof File ? await shrink(photos[i]) : photos[i]);
+    try {
+      await captures.put({ id: body.uuid, photos: files, signature: signature });
+    } catch (e) {
+      proofError(stop, "The phone has no room to keep this proof: free some space and try again.");
+      return;
+    }
+    var queue = load(ACTIONS);
+    queue.push({ url: stop.dataset.podUrl, body: body, capture: body.uuid });
+    save(ACTIONS, queue);
+    showStop(stop, body.kind);
+    render();
+    flush();
+  }
+
+  async function sendCapture(item) {
+    var saved = await captures.get(item.capture).catch(function () { return null; });
+    var data = new FormData();
+    Object.keys(item.body).forEach(function (key) {
+      if (item.body[key] !== undefined && item.body[key] !== null) data.append(key, item.body[key]);
+    });
+    if (saved) {
+      saved.photos.forEach(function (blob, i) { data.append("photos", blob, "photo-" + (i + 1) + ".jpg"); });
+      if (saved.signature) data.append("signature", saved.signature, "signature.png");
+    }
+    return fetch(item.url, {
+      method: "POST", credentials: "same-origin", headers: { "X-CSRFToken": csrfToken() }, body: data,
+    });
+  }
+
+  // --- Arrival suggestion --------------------------------------------------------------------
+  // The server says when the driver's positions have stayed near an open stop; the app only
+  // offers "mark arrived?". Accepting taps that stop's own Arrived button (same queue, same
+  // code path); a dismissed stop is not offered again on this phone.
+
+  var DISMISSED = "doorstep.driver.dismissed-arrivals.v1";
+  var ROUTE_EVERY_MS = 30000;
+  var suggestion = null;
+
+  function arrivedButton(stopId) {
+    return document.querySelector('#stop-' + stopId + ' button[data-kind="arrived"]');
+  }
+  function showSuggestion(next) {
+    var banner = document.getElementById("arrival-banner");
+    if (!banner) return;
+    suggestion = next && arrivedButton(next.stop) && load(DISMISSED).indexOf(next.stop) === -1 ? next : null;
+    if (suggestion) {
+      document.getElementById("arrival-text").textContent =
+        "You seem to be at stop " + suggestion.sequence + ", " + suggestion.address + " — mark arrived?";
+    }
+    banner.hidden = !suggestion;
+  }
+  async function checkArrival() {
+    var banner = document.getElementById("arrival-banner");
+    if (!banner || !navigator.onLine) return;
+    var response, data;
+    try {
+      response = await fetch(banner.dataset.routeUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      data = await response.json();
+    } catch (e) { return; } // offline or a bad answer: keep what is shown, ask again later
+    showSuggestion(data.route && data.route.arrival_suggestion);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-arrival]");
+    if (!button || !suggestion) return;
+    if (button.dataset.arrival === "accept") {
+      var arrived = arrivedButton(suggestion.stop);
+      if (arrived) arrived.click();
+    } else {
+      var dismissed = load(DISMISSED);
+      dismissed.push(suggestion.stop);
+      save(DISMISSED, dismissed);
+    }
+    showSuggestion(null);
   });
 
   // --- Positions -----------------------------------------------------------------------------
 
+  var laterFix = null;
   function queueFix(position) {
     var now = Date.now();
-    if (lastFix && now - lastFix.time < FIX_EVERY_MS) return;
+    if (lastFix && now - lastFix.time < FIX_EVERY_MS) {
+      // Too soon: keep the newest and take it when the interval is up. A phone that stops
+      // moving may report nothing more, and its last position must not be the one dropped.
+      if (!laterFix) setTimeout(function () { var p = laterFix; laterFix = null; queueFix(p); }, FIX_EVERY_MS - (now - lastFix.time));
+      laterFix = position;
+      return;
+    }
     var c = position.coords;
-    lastFix = { time: now, lat: c.latitude, lng: c.longitude };
+    lastFix = { time: now, lat: c.latitude, lng: c.longitude, accuracy: c.accuracy };
     var fixes = load(FIXES);
     fixes.push({
       uuid: newId(),
@@ -142,7 +377,9 @@
       var queue = load(ACTIONS);
       while (queue.length) {
         var item = queue[0], response;
-        try { response = await post(item.url, item.body); } catch (e) { break; } // offline: later
+        try {
+          response = item.capture ? await sendCapture(item) : await post(item.url, item.body);
+        } catch (e) { break; } // offline: later
         if (response.status === 401 || response.status === 403) {
           problem("Your session has ended: log in again. Nothing is lost; it is sent after you log in.");
           return;
@@ -153,6 +390,7 @@
           try { data = await response.json(); } catch (e) { /* not JSON */ }
           problem("Not accepted: " + (data.detail || JSON.stringify(data)));
         }
+        if (item.capture) await captures.remove(item.capture).catch(function () { /* already gone */ });
         queue = load(ACTIONS);
         queue.shift();
         save(ACTIONS, queue);
@@ -173,13 +411,14 @@
   }
 
   window.addEventListener("online", flush);
+  window.addEventListener("online", checkArrival);
   window.addEventListener("offline", render);
   document.addEventListener("visibilitychange", function () { if (!document.hidden) flush(); });
   // After a reload while offline, the page comes from the server's (older) view: show the
   // queued actions on it again.
   function replayQueued() {
     load(ACTIONS).forEach(function (item) {
-      var stop = document.querySelector('[data-events-url="' + item.url + '"][data-stop]');
+      var stop = document.querySelector('[data-events-url="' + item.url + '"][data-stop], [data-pod-url="' + item.url + '"][data-stop]');
       if (stop && LABELS[item.body.kind]) showStop(stop, item.body.kind);
     });
   }
@@ -189,6 +428,8 @@
     render();
     flush();
     setInterval(flush, 15000);
+    checkArrival();
+    setInterval(checkArrival, ROUTE_EVERY_MS);
     if (navigator.geolocation && document.getElementById("route")) {
       navigator.geolocation.watchPosition(queueFix, function () { /* denied or unavailable */ },
         { enableHighAccuracy: true, maximumAge: 5000, timeout: 20000 });

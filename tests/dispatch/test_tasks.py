@@ -35,4 +35,8 @@ def test_setup_schedules_is_idempotent(db):
     call_command("setup_schedules", stdout=io.StringIO())
     schedule = Schedule.objects.get(name="purge abandoned order imports")
     assert schedule.func == "dispatch.tasks.purge_import_uploads"
-    assert Schedule.objects.count() == 1
+    assert sorted(Schedule.objects.values_list("func", "schedule_type", "minutes")) == [
+        ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
+        ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
+        ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
+    ]

@@ -164,7 +164,8 @@ def _partial_queries(client) -> int:
 def test_partial_query_count_does_not_grow_with_drivers(dispatcher_client, org, depot):
     _fleet(org, depot, 10)
     small = _partial_queries(dispatcher_client)
-    assert small == 11  # session, user, membership, 3 for the ETag, counts, routes, stops, positions, depots
+    # session, user, membership, 4 for the ETag, counts, routes, stops, positions, depots, 2 for alerts
+    assert small == 14
 
     _fleet(org, depot, 190)
     html = dispatcher_client.get("/", headers=HTMX).content.decode()

@@ -81,6 +81,28 @@ def test_simulation_delivers_every_stop_in_order_and_completes_the_route(org, de
 
 
 @pytest.mark.django_db
+def test_every_simulated_delivery_carries_a_real_photo_and_signature(org, depot, driver):
+    from PIL import Image
+
+    from pod.models import ProofOfDelivery, ProofPolicy
+
+    ProofPolicy.objects.create(organization=org, requires=ProofPolicy.Requires.BOTH, require_pin=True)
+    route = _published_route(org, depot, driver)
+    _run(Simulation.from_db(now=NOW, failure_rate=0.0))
+
+    proofs = ProofOfDelivery.objects.filter(stop__route=route).prefetch_related("photos")
+    assert proofs.count() == 3
+    for proof in proofs:
+        assert proof.recipient_name == proof.stop.order.recipient_name and proof.pin_checked
+        assert proof.distance_from_address_m < 50 and not proof.far_from_address
+        [photo] = proof.photos.all()
+        with Image.open(photo.image) as image:
+            assert image.format == "JPEG" and image.size == (640, 480)
+        with Image.open(proof.signature) as signature:
+            assert signature.format == "PNG"
+
+
+@pytest.mark.django_db
 def test_distance_and_noisy_speed_decide_the_arrival_time(org, depot, driver):
     route = _published_route(org, depot, driver, points=[(52.5125, 13.3989)])  # 1 km due north
     sim = Simulation.from_db(now=NOW, failure_rate=0.0)

@@ -10,6 +10,8 @@ from django_q.models import Schedule
 # name -> (task path, schedule type, minutes between runs when MINUTES)
 SCHEDULES = {
     "purge abandoned order imports": ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
+    "raise and resolve alerts": ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
+    "purge orphaned proof files": ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
 }
 
 

@@ -1,0 +1,87 @@
+"""Proof of delivery on a phone: photo and signature captured, the stop completed, and the
+dispatcher sees the proof on the order's page (issue #5 item 8)."""
+
+import io
+
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from dispatch.models import Stop
+from pod.models import ProofOfDelivery, ProofPolicy
+from tests.dispatch.conftest import day  # noqa: F401 - fixture
+from tests.e2e.test_driver import phone, published  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _photo() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (1200, 900), (180, 120, 60)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+def _sign(page, canvas) -> None:
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    for step in range(1, 12):
+        page.mouse.move(box["x"] + 20 + step * 25, box["y"] + box["height"] / 2 + (-1) ** step * 30)
+    page.mouse.up()
+
+
+def test_the_driver_captures_photo_and_signature_and_the_dispatcher_sees_the_proof(
+    browser,
+    live_server,
+    published,
+    dispatcher,
+    org,  # noqa: F811 - the fixture
+):
+    ProofPolicy.objects.create(organization=org, requires=ProofPolicy.Requires.BOTH)
+    route = published
+    first = route.stops.order_by("sequence").first()
+    context, page = phone(browser, live_server, route)
+    violations = []
+    page.on("console", lambda msg: "Content Security Policy" in msg.text and violations.append(msg.text))
+    card = page.locator(f"#stop-{first.pk}")
+
+    card.get_by_role("button", name="Delivered…").click()
+    form = card.locator("form[data-proof-form]")
+    expect(form).to_be_visible()
+    form.get_by_role("button", name="Complete delivery").click()
+    expect(form.locator("[data-proof-error]")).to_contain_text("a photo, the signature")
+    assert Stop.objects.get(pk=first.pk).status == Stop.Status.PENDING
+
+    form.locator("input[data-proof-photos]").set_input_files(
+        {"name": "door.jpg", "mimeType": "image/jpeg", "buffer": _photo()}
+    )
+    expect(form.locator("[data-proof-thumbs] img")).to_have_count(1)
+    _sign(page, form.locator("canvas[data-signature]"))
+    form.get_by_label("Received by (name)").fill("Ada Lovelace")
+    form.get_by_role("button", name="Complete delivery").click()
+    expect(page.locator("#sync-status")).to_contain_text("everything sent", timeout=15_000)
+
+    proof = ProofOfDelivery.objects.get(stop=first)
+    assert proof.recipient_name == "Ada Lovelace" and proof.signature and proof.photos.count() == 1
+    photo = proof.photos.get()
+    assert max(photo.width, photo.height) <= 1600  # shrunk in the phone before upload
+    assert Stop.objects.get(pk=first.pk).status == Stop.Status.COMPLETED
+    context.close()
+
+    office = browser.new_page()
+    office.on("console", lambda msg: "Content Security Policy" in msg.text and violations.append(msg.text))
+    office.route("https://tile.openstreetmap.org/**", lambda r: r.abort())
+    office.goto(f"{live_server.url}/accounts/login/")
+    office.get_by_label("Username").fill("disp")
+    office.get_by_label("Password").fill("correct-horse-battery")
+    office.get_by_role("button", name="Log in").click()
+    office.goto(f"{live_server.url}/orders/{first.order_id}/")
+    panel = office.locator("#proof-panel")
+    expect(panel).to_contain_text("Ada Lovelace")
+    signature = panel.get_by_role("img", name="Signature of Ada Lovelace")
+    expect(signature).to_be_visible()
+    # The images really load (through the checked views), not just their tags.
+    assert office.evaluate("(img) => img.naturalWidth", signature.element_handle()) > 0
+    thumb = panel.get_by_role("img", name="Photo 1 of the delivery")
+    assert office.evaluate("(img) => img.naturalWidth", thumb.element_handle()) > 0
+    assert violations == []
