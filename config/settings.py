@@ -162,6 +162,24 @@ STORAGES = {
         )
     },
 }
+# Uploads (proof photos and signatures, import files) in an S3-compatible bucket instead of
+# media/: set the bucket and install the extra `pip install -e '.[s3]'` (django-storages).
+# Private objects only; the app streams proof files itself after checking who asks.
+if AWS_STORAGE_BUCKET_NAME := env("AWS_STORAGE_BUCKET_NAME", default=""):
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("AWS_S3_REGION_NAME", default="") or None,
+            "access_key": env("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("AWS_SECRET_ACCESS_KEY", default="") or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": 300,
+            "file_overwrite": False,
+        },
+    }
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
@@ -238,6 +256,13 @@ ROUTING_DETOUR = env.float("ROUTING_DETOUR", default=1.3)
 # lie within ARRIVAL_RADIUS_M metres of an open stop (tracking.selectors.arrival_suggestion).
 ARRIVAL_DWELL_S = env.int("ARRIVAL_DWELL_S", default=60)
 ARRIVAL_RADIUS_M = env.float("ARRIVAL_RADIUS_M", default=75.0)
+
+# --- Customers ---------------------------------------------------------------------------------
+# The site's public address, for links in messages (tracking links, unsubscribe): the scheme,
+# host and any path prefix the customers' phones reach, e.g. https://track.example.com
+SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000")
+# Tracking page requests per client address per minute (429 with Retry-After above it).
+TRACKING_RATE_PER_MINUTE = env.int("TRACKING_RATE_PER_MINUTE", default=60)
 
 # --- Proof of delivery (pod) -------------------------------------------------------------------
 # Every photo and signature is decoded and re-encoded by pod.images; anything larger, with more
@@ -316,7 +341,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_tokens": {"()": "config.logging.RedactTrackingTokens"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]}
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"axes": {"level": "WARNING"}},
 }

@@ -70,6 +70,7 @@ urlpatterns = [
     ),
     # Tracker apps (Traccar Client…) send the OsmAnd protocol here; the device key is the credential.
     path("api/v1/tracker/osmand/", tracking_api.TrackerOsmAndView.as_view(), name="tracker_osmand"),
+    path("api/v1/track/<str:token>/", tracking_api.TrackView.as_view(), name="api_track"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api_docs"),

@@ -300,6 +300,9 @@ class Order(models.Model):
         Driver, on_delete=models.SET_NULL, related_name="pinned_orders", null=True, blank=True
     )
     instructions = models.TextField(blank=True)
+    # What the customer asked for on the tracking page (door code, safe place…): shown to the
+    # driver beside the dispatcher's instructions, never mixed into them.
+    customer_instructions = models.TextField(blank=True)
     # Handover checks (proof of delivery, pod): the parcel labels a driver may scan, a flag that
     # makes the organisation's stricter proof policy apply, and a PIN the customer is told.
     high_value = models.BooleanField(default=False, help_text="Apply the stricter proof policy.")
@@ -488,7 +491,10 @@ class Stop(models.Model):
     planned_wait_s = models.PositiveIntegerField(
         null=True, blank=True, help_text="Seconds the driver is planned to wait for the window to open."
     )
+    # The live estimate of when service starts, kept by tracking's ETA engine
+    # (dispatch.services.stops_eta_set); eta_updated_at says how fresh it is.
     eta = models.DateTimeField(null=True, blank=True)
+    eta_updated_at = models.DateTimeField(null=True, blank=True)
     arrived_at = models.DateTimeField(null=True, blank=True)
     departed_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.CharField(max_length=200, blank=True)

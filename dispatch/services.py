@@ -107,7 +107,7 @@ def _event(
     lat: float | None = None,
     lng: float | None = None,
 ) -> StopEvent:
-    return StopEvent.objects.create(
+    event = StopEvent.objects.create(
         organization_id=order.organization_id,
         order=order,
         stop=stop,
@@ -121,6 +121,15 @@ def _event(
         at=at or timezone.now(),
         actor=by if by is not None and by.is_authenticated else None,
     )
+    announce = {
+        "event_id": event.pk,
+        "order_id": order.pk,
+        "organization_id": order.organization_id,
+        "kind": kind,
+        "to_status": to_status,
+    }
+    transaction.on_commit(lambda: signals.stop_event_recorded.send(sender=StopEvent, **announce))
+    return event
 
 
 # --- Organisations and people ---------------------------------------------------------------
@@ -664,3 +673,93 @@ def import_uploads_purge(*, older_than: timedelta = timedelta(days=1), now: date
                 default_storage.delete(path)
                 removed += 1
     return removed
+
+
+# --- What the customer asked for (tracking's self-service page calls this) --------------------
+
+CUSTOMER_INSTRUCTIONS_MAX = 500
+
+
+@transaction.atomic
+def order_customer_instructions_set(
+    *, order: Order, text: str, by: AbstractBaseUser | None = None, at: datetime | None = None
+) -> Order:
+    """Replace the customer's own instructions (door code, safe place…) on an open order and
+    note it in the history; "" removes them. The driver sees them beside `instructions`.
+
+    Raises ValidationError for a closed order or text over CUSTOMER_INSTRUCTIONS_MAX characters.
+    """
+    text = text.strip()
+    if len(text) > CUSTOMER_INSTRUCTIONS_MAX:
+        raise ValidationError(
+            {
+                "customer_instructions": f"Keep it to {CUSTOMER_INSTRUCTIONS_MAX} characters "
+                f"(this has {len(text)})."
+            }
+        )
+    current = Order.objects.get(pk=order.pk)
+    if not current.is_open:
+        raise ValidationError(
+            f"Order {current} is {current.get_status_display().lower()}; "
+            "its instructions can no longer change."
+        )
+    if current.customer_instructions == text:
+        return current
+    updated = Order.objects.filter(pk=current.pk, status__in=Order.OPEN_STATUSES).update(
+        customer_instructions=text, version=F("version") + 1, updated_at=timezone.now()
+    )
+    if updated != 1:
+        raise ValidationError(f"Order {current} closed at the same moment; its instructions did not change.")
+    note = f"Customer instructions: {text}" if text else "Customer instructions removed."
+    _event(order=current, kind=StopEvent.Kind.NOTE, by=by, at=at, note=note)
+    current.refresh_from_db()
+    return current
+
+
+# --- Live ETAs (kept by tracking's ETA engine) ----------------------------------------------
+
+ETA_STOP_STATUSES = (T.PENDING, T.EN_ROUTE)
+
+
+def stops_eta_set(*, etas: Mapping[int, datetime | None], now: datetime | None = None) -> int:
+    """Store the live ETA of each stop in `etas` (stop id → ETA or None), stamped `now`.
+
+    One UPDATE for any number of stops, and only of stops still pending or en route: a stop
+    closed since the ETAs were computed keeps its last one. Leaves Route.version alone, like
+    route_travelled_set. Returns how many stops changed.
+    """
+    if not etas:
+        return 0
+    import json
+
+    from django.db import connection
+
+    now = now or timezone.now()
+    table = Stop._meta.db_table
+    ids = list(etas)
+    # bulk_update's CASE WHEN … per row is quadratic on PostgreSQL and goes 249 rows a query
+    # on SQLite; 20,000 stops a minute need one statement joining a list of (id, eta) pairs.
+    if connection.vendor == "postgresql":
+        sql = (
+            f"UPDATE {table} AS s SET eta = v.eta, eta_updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, eta) "
+            "WHERE s.id = v.id AND s.status IN (%s, %s)"
+        )
+        params = [now, ids, [etas[pk] for pk in ids], *ETA_STOP_STATUSES]
+    elif connection.vendor == "sqlite":
+        adapt = connection.ops.adapt_datetimefield_value
+        pairs = json.dumps([[pk, None if etas[pk] is None else adapt(etas[pk])] for pk in ids])
+        sql = (
+            f"UPDATE {table} SET eta = json_extract(v.value, '$[1]'), eta_updated_at = %s "
+            f"FROM json_each(%s) AS v WHERE {table}.id = json_extract(v.value, '$[0]') "
+            f"AND {table}.status IN (%s, %s)"
+        )
+        params = [adapt(now), pairs, *ETA_STOP_STATUSES]
+    else:  # another database: correct, just slower
+        stops = list(Stop.objects.filter(pk__in=ids, status__in=ETA_STOP_STATUSES).only("pk"))
+        for stop in stops:
+            stop.eta, stop.eta_updated_at = etas[stop.pk], now
+        return Stop.objects.bulk_update(stops, ["eta", "eta_updated_at"], batch_size=500)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

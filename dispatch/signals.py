@@ -9,3 +9,8 @@ from django.dispatch import Signal
 
 # A stop moved to another status. Arguments: stop_id, organization_id, route_id, status.
 stop_status_changed = Signal()
+
+# A StopEvent row was written: an order was created, changed status, was delivered, failed…
+# Arguments: event_id, order_id, organization_id, kind, to_status. The row's `notified_at`
+# lets a sweep claim (conditional update) every event a receiver missed.
+stop_event_recorded = Signal()

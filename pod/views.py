@@ -13,7 +13,8 @@ from dispatch.selectors import orders_visible_to
 from pod.selectors import order_proofs, photos_visible_to, proofs_visible_to
 
 
-def _file(name: str, *, download_name: str) -> FileResponse:
+def proof_file_response(name: str, *, download_name: str) -> FileResponse:
+    """A stored proof file as a private, exactly typed response (callers check the viewer)."""
     if not name or not default_storage.exists(name):
         raise Http404("This proof file is missing.")
     content_type = "image/png" if name.endswith(".png") else "image/jpeg"
@@ -33,21 +34,21 @@ def _file(name: str, *, download_name: str) -> FileResponse:
 @login_required
 def photo(request: HttpRequest, public_id) -> FileResponse:
     item = get_object_or_404(photos_visible_to(request.user), public_id=public_id)
-    return _file(item.image.name, download_name=f"proof-{item.public_id}.jpg")
+    return proof_file_response(item.image.name, download_name=f"proof-{item.public_id}.jpg")
 
 
 @require_GET
 @login_required
 def photo_thumbnail(request: HttpRequest, public_id) -> FileResponse:
     item = get_object_or_404(photos_visible_to(request.user), public_id=public_id)
-    return _file(item.thumbnail.name, download_name=f"proof-{item.public_id}-small.jpg")
+    return proof_file_response(item.thumbnail.name, download_name=f"proof-{item.public_id}-small.jpg")
 
 
 @require_GET
 @login_required
 def signature(request: HttpRequest, public_id) -> FileResponse:
     proof = get_object_or_404(proofs_visible_to(request.user), public_id=public_id)
-    return _file(proof.signature.name, download_name=f"signature-{proof.public_id}.png")
+    return proof_file_response(proof.signature.name, download_name=f"signature-{proof.public_id}.png")
 
 
 @require_GET

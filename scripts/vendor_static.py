@@ -34,6 +34,12 @@ FILES: dict[str, list[tuple[str, str]]] = {
         ("Sortable.min.js", "Sortable.min.js"),
         ("LICENSE", "LICENSE"),
     ],
+    # The driver app's barcode reader where the browser has no BarcodeDetector (iOS Safari,
+    # Firefox). Its minified build names no source map.
+    "@zxing/library": [
+        ("umd/index.min.js", "zxing.min.js"),
+        ("LICENSE", "LICENSE"),
+    ],
     "signature_pad": [
         ("dist/signature_pad.umd.min.js", "signature_pad.umd.min.js"),
         ("dist/signature_pad.umd.min.js.map", "signature_pad.umd.min.js.map"),

@@ -40,6 +40,7 @@ from tests.factories import (
     UserFactory,
     VehicleFactory,
 )
+from tracking.links import link_token, tracking_link_ensure
 from tracking.models import Alert, TrackerDevice
 from tracking.services import tracker_device_create
 
@@ -111,6 +112,14 @@ EXPECTED: dict[str, Row] = {
     "tracking:driver_tracker_revoke": Row(405, 405, 405, 405, 405,  405,  "tracker", None),
     "tracker_osmand":          Row(401,   401,  401,  401,  401,  401,  None,     None),  # key, not log-in
     "driver_stop_pod":         Row(401,   405,  403,  403,  403,  403,  "stop_id", None),
+    # --- the customer's tracking link: public, the token is the key (another token → 404) ----
+    "tracking:track":          Row(200,   200,  200,  200,  200,  200,  "token",  None),
+    "tracking:track_photo":    Row(200,   200,  200,  200,  200,  200,  "track_photo", None),
+    "tracking:track_photo_small": Row(200, 200, 200,  200,  200,  200,  "track_photo", None),
+    "tracking:track_signature": Row(200,  200,  200,  200,  200,  200,  "token",  None),
+    "tracking:track_logo":     Row(404,   404,  404,  404,  404,  404,  "token",  None),  # none set
+    "api_track":               Row(200,   200,  200,  200,  200,  200,  "token",  None),
+    "tracking:order_tracking_link": Row(LOGIN, 403, 200, 200,  404,  403,  "order",  None),
     # --- proof of delivery (files: staff see them in Django admin) ---------------------------
     "pod:photo":               Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
     "pod:photo_thumbnail":     Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
@@ -254,6 +263,8 @@ def world(org, other_org, dispatcher, org_admin, other_dispatcher) -> World:
     )  # fmt: skip
     objects["proof"] = _proof(delivered, driver)
     objects["photo"] = objects["proof"].photos.get()
+    # The delivered order's customer link (its proof is what the public photo routes show).
+    objects["token"] = link_token(tracking_link_ensure(order=delivered.order))
     # Org B has its own fleet too, so "B sees nothing of A" is not just "B sees nothing".
     DepotFactory(organization=other_org, name="Bravo depot")
     OrderFactory(organization=other_org, recipient_name="Bravo recipient")
@@ -290,6 +301,10 @@ def _kwargs(obj: str | None, world: World) -> dict[str, Any]:
         return {obj: world.objects[obj.removesuffix("_id")].pk}
     if obj in ("photo", "proof"):  # proof files are addressed by an unguessable id
         return {"public_id": world.objects[obj].public_id}
+    if obj == "token":
+        return {"token": world.objects["token"]}
+    if obj == "track_photo":
+        return {"token": world.objects["token"], "public_id": world.objects["photo"].public_id}
     return {"pk": world.objects[obj].pk}
 
 

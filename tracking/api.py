@@ -26,8 +26,17 @@ from dispatch.selectors import membership_for
 from pod.images import ImageRejected
 from pod.selectors import proof_summary
 from pod.uploads import ProofUploadLimit
+from tracking.eta import eta_refresh_soon
+from tracking.links import tracking_link_lookup, tracking_link_seen
 from tracking.osmand import OsmAndError, osmand_key, osmand_parse
-from tracking.selectors import arrival_suggestion, driver_route_today, driver_routes, driver_stops
+from tracking.public_views import rate_limited
+from tracking.selectors import (
+    arrival_suggestion,
+    customer_view,
+    driver_route_today,
+    driver_routes,
+    driver_stops,
+)
 from tracking.serializers import (
     DriverRouteSerializer,
     DriverRouteSummarySerializer,
@@ -120,6 +129,8 @@ class DriverLocationsView(OrganizationTimezoneMixin, APIView):
                     }
                 )
         result = location_record_batch(driver=driver, fixes=valid, source=envelope.validated_data["source"])
+        if result["accepted"]:
+            eta_refresh_soon(driver_id=driver.pk)
         for entry in result["rejected"]:
             entry["index"] = indexes[entry["index"]]  # back to the position in the request body
         result["rejected"] = sorted(rejected + result["rejected"], key=lambda entry: entry["index"])
@@ -401,10 +412,52 @@ class TrackerOsmAndView(APIView):
             message = osmand_parse(query=request.query_params, body=body, content_type=content_type, now=now)
         except OsmAndError as exc:
             return Response({"detail": str(exc)}, status=400)
-        return Response(tracker_location_record(device=device, fixes=message.fixes, now=now))
+        result = tracker_location_record(device=device, fixes=message.fixes, now=now)
+        if result["accepted"]:
+            eta_refresh_soon(driver_id=device.driver_id)
+        return Response(result)
 
     @staticmethod
     def _unauthorized(detail: str) -> Response:
         return Response(
             {"detail": detail}, status=401, headers={"WWW-Authenticate": 'DeviceKey realm="tracker"'}
         )
+
+
+# --- The customer's tracking data (issue #6) ----------------------------------------------------
+
+
+class TrackView(APIView):
+    """GET the tracking page's data as JSON: the same facts, nothing more (no login: the token
+    is the key). 404 for an unknown or revoked token, 410 once the link expired, 429 with
+    Retry-After when one address asks too often."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(description="Status, promised and live ETA window, stops before yours, "
+                                 "the driver's first name, vehicle and (when close) position, the proof."),
+            404: OpenApiResponse(description="No such link."),
+            410: OpenApiResponse(description="The link expired."),
+            429: OpenApiResponse(description="Too many requests; see Retry-After."),
+        }
+    )  # fmt: skip
+    def get(self, request, token: str):
+        refused = rate_limited(request._request)
+        if refused is not None:
+            response = Response({"detail": "Too many requests: wait and try again."}, status=429)
+            response["Retry-After"] = refused["Retry-After"]
+            return response
+        link, state = tracking_link_lookup(token)
+        if link is None:
+            return Response({"detail": "This tracking link does not exist."}, status=404)
+        if state == "expired":
+            return Response({"detail": "This tracking link has expired."}, status=410)
+        now = timezone.now()
+        tracking_link_seen(link=link, now=now)
+        response = Response(customer_view(link=link, now=now))
+        response["Cache-Control"] = "private, no-store"
+        response["Referrer-Policy"] = "no-referrer"
+        return response

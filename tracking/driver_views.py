@@ -57,6 +57,7 @@ def driver_home(request: HttpRequest) -> HttpResponse:
             "stops": stops,
             "done": len(stops) - len(open_stops),
             "reasons": FAILURE_REASONS,
+            "scan_needed": any(stop.order.parcel_codes for stop in open_stops),
         },
     )
     response._permissions_policy_override = DRIVER_PERMISSIONS_POLICY

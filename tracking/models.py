@@ -205,3 +205,206 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.message}"
+
+
+# --- The customer's side (issue #6) ----------------------------------------------------------
+
+
+class TrackingLink(models.Model):
+    """The customer's link to follow one order: /t/<token>/.
+
+    The token is never stored. It is HMAC-SHA256(SECRET_KEY, salt), the salt 32 random bytes
+    from `secrets`; the row keeps the salt (so a notification can render the link when it is
+    sent) and the token's SHA-256 (to find the row). A database dump alone yields no working
+    link. Re-issuing revokes the old row and makes a new one: one live link per order.
+    """
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    order = models.ForeignKey("dispatch.Order", on_delete=models.CASCADE, related_name="tracking_links")
+    salt = models.CharField(max_length=64, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField()
+    # Set when the order ends (delivered, failed, cancelled…): the link works until then.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    views = models.PositiveIntegerField(default=0)
+    first_seen_at = models.DateTimeField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order"], condition=Q(revoked_at__isnull=True), name="trackinglink_one_live_per_order"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Tracking link of order {self.order_id}{' (revoked)' if self.revoked_at else ''}"
+
+
+class TrackingSettings(models.Model):
+    """What one organisation's customers see and receive. Missing row: the defaults below."""
+
+    organization = models.OneToOneField(
+        "dispatch.Organization", on_delete=models.CASCADE, related_name="tracking_settings"
+    )
+    logo = models.ImageField(upload_to="logos/", blank=True, help_text="Shown on the tracking page.")
+    contact_text = models.CharField(
+        max_length=300, blank=True, help_text="How customers reach you, e.g. a phone number or e-mail."
+    )
+    link_expiry_days = models.PositiveSmallIntegerField(
+        default=7, help_text="Days a tracking link keeps working after its order ends."
+    )
+    show_driver_within_stops = models.PositiveSmallIntegerField(
+        default=3, help_text="The driver appears on the customer's map only this many stops away or closer."
+    )
+    window_slots = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Windows a customer may ask for, e.g. ["08:00-12:00", "12:00-16:00", "16:00-20:00"].',
+    )
+    slot_days_ahead = models.PositiveSmallIntegerField(
+        default=5, help_text="How many days ahead a customer may move a delivery."
+    )
+    # Notifications: {event: [channel, ...]}; missing events use NOTIFICATION_DEFAULTS.
+    channels = models.JSONField(default=dict, blank=True)
+    quiet_from = models.TimeField(null=True, blank=True, help_text="No message from this local time…")
+    quiet_until = models.TimeField(null=True, blank=True, help_text="…until this one (held, then sent).")
+    arriving_soon_stops = models.PositiveSmallIntegerField(default=2)
+    arriving_soon_minutes = models.PositiveSmallIntegerField(default=15)
+    delay_minutes = models.PositiveSmallIntegerField(
+        default=15, help_text="Tell the customer when the ETA moves by more than this."
+    )
+    delay_interval_minutes = models.PositiveSmallIntegerField(
+        default=30, help_text="At most one delay message per order in this time."
+    )
+    # Wording overrides: {"<event>.<channel>.<part>": "template text"}; missing parts use the
+    # templates under templates/tracking/notices/.
+    templates = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name_plural = "tracking settings"
+
+    def __str__(self) -> str:
+        return f"Tracking settings of {self.organization}"
+
+
+class Notification(models.Model):
+    """The outbox: one row per message that is due. Every outgoing message goes through it.
+
+    `key` is unique: (order, event, channel[, occurrence]) — a job retried, or two workers
+    racing, find the row already there and never send twice. Status moves pending → sending →
+    sent | failed, or held (quiet hours) → pending, or skipped (opted out, no address).
+    """
+
+    class Event(models.TextChoices):
+        OUT_FOR_DELIVERY = "out_for_delivery", "Out for delivery"
+        ARRIVING_SOON = "arriving_soon", "Arriving soon"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Delivery failed"
+        DELAYED = "delayed", "Delayed"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "E-mail"
+        SMS = "sms", "SMS"
+        WEBHOOK = "webhook", "Webhook"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        HELD = "held", "Held for quiet hours"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    order = models.ForeignKey("dispatch.Order", on_delete=models.CASCADE, related_name="notifications")
+    stop = models.ForeignKey(
+        "dispatch.Stop", on_delete=models.SET_NULL, null=True, blank=True, related_name="notifications"
+    )
+    event = models.CharField(max_length=20, choices=Event.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    key = models.CharField(max_length=200, unique=True)
+    recipient = models.CharField(max_length=300, blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    body = models.TextField(blank=True, help_text="The text as sent (rendered at send time).")
+    payload = models.JSONField(default=dict, blank=True, help_text="What the message is about.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Held or backing off until then.")
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    provider_id = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "not_before"], name="notification_due"),
+            models.Index(fields=["order", "created_at"], name="notification_order_log"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_event_display()} by {self.get_channel_display()} for order {self.order_id}"
+
+
+class NotificationOptOut(models.Model):
+    """A customer who said STOP (or used the unsubscribe link): no further message for the order."""
+
+    order = models.OneToOneField(
+        "dispatch.Order", on_delete=models.CASCADE, related_name="notification_opt_out"
+    )
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField()
+    via = models.CharField(max_length=20, help_text="link, sms…")
+
+    def __str__(self) -> str:
+        return f"Order {self.order_id} opted out via {self.via}"
+
+
+class CustomerRequest(models.Model):
+    """What a customer asked for on the tracking page. Each raises an alert for dispatchers."""
+
+    class Kind(models.TextChoices):
+        INSTRUCTIONS = "instructions", "Delivery instructions"
+        WINDOW = "window", "Another window"
+        MESSAGE = "message", "Message"
+        RATING = "rating", "Rating"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACCEPTED = "accepted", "Accepted"
+        DECLINED = "declined", "Declined"
+        NOTED = "noted", "Noted"
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    order = models.ForeignKey("dispatch.Order", on_delete=models.CASCADE, related_name="customer_requests")
+    link = models.ForeignKey(TrackingLink, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    text = models.TextField(blank=True, help_text="Instructions, message or the rating's comment.")
+    rating = models.PositiveSmallIntegerField(null=True, blank=True)
+    window_start = models.DateTimeField(null=True, blank=True)
+    window_end = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    decision_note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rating__isnull=True) | Q(rating__gte=1, rating__lte=5),
+                name="customerrequest_rating_1_5",
+            ),
+            models.UniqueConstraint(
+                fields=["order"], condition=Q(kind="rating"), name="customerrequest_one_rating_per_order"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for order {self.order_id}"

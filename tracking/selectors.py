@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from dispatch.models import Depot, Driver, Organization, Route, Stop, StopEvent
 from dispatch.timeutils import local_day_bounds, local_today
+from pod.models import ProofOfDelivery
 from tracking.geo import distance_m
+from tracking.links import settings_for
 from tracking.models import Alert, DriverPosition, LocationPing, Source
 
 # The routes a driver sees in the app; a completed route stays reachable so a late action on it
@@ -305,3 +307,132 @@ def dashboard_live(*, organization: Organization, day: date, now: datetime) -> d
         ],
     }
     return {"rows": rows, "idle_positions": idle_positions, "map": map_data}
+
+
+# --- The customer's tracking page (issue #6) -----------------------------------------------------
+# Only this order's own facts: never another customer's address or stop, never the driver's
+# full name or phone, and the driver's position only while close and on the way here (TRK-3).
+
+CUSTOMER_EVENTS = {
+    StopEvent.Kind.CREATED: "Order received",
+    StopEvent.Kind.DELIVERED: "Delivered",
+    StopEvent.Kind.PICKED_UP: "Picked up",
+    StopEvent.Kind.FAILED: "Delivery attempt failed",
+    StopEvent.Kind.CANCELLED: "Cancelled",
+}
+CUSTOMER_STATUSES = {"assigned": "Scheduled on a route", "out_for_delivery": "Out for delivery"}
+OPEN_FOR_CUSTOMER = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED)
+
+
+def _round_to(moment: datetime, minutes: int = 5) -> datetime:
+    seconds = minutes * 60
+    return datetime.fromtimestamp(round(moment.timestamp() / seconds) * seconds, tz=moment.tzinfo)
+
+
+def _eta_window(eta: datetime, stops_before: int) -> tuple[datetime, datetime]:
+    """A window around the ETA that widens with the stops still to come before this one."""
+    margin = timedelta(minutes=min(30, 10 + 2 * stops_before))
+    return _round_to(eta - margin), _round_to(eta + margin)
+
+
+def customer_view(*, link, now: datetime) -> dict[str, Any]:
+    """Everything the tracking page and GET /api/v1/track/<token>/ show, as plain data.
+
+    A fixed number of queries. Times are ISO 8601 in the organisation's zone.
+    """
+    order = link.order
+    organization = order.organization
+    tz = organization.tzinfo
+    options = settings_for(organization.pk)
+
+    def local(moment: datetime | None) -> str | None:
+        return moment.astimezone(tz).isoformat() if moment else None
+
+    stop = (
+        Stop.objects.filter(order=order)
+        .select_related("route__driver__user", "route__vehicle")
+        .order_by("-pk")
+        .first()
+    )
+    timeline = []
+    for event in order.events.filter(kind__in=[*CUSTOMER_EVENTS, StopEvent.Kind.STATUS]).order_by("at", "pk"):
+        label = CUSTOMER_EVENTS.get(event.kind) or CUSTOMER_STATUSES.get(event.to_status)
+        if label:
+            timeline.append({"label": label, "at": local(event.at), "reason": event.reason or ""})
+
+    data: dict[str, Any] = {
+        "organization": {"name": organization.name, "contact": options.contact_text},
+        "order": {
+            "reference": order.external_ref or str(order.pk),
+            "kind": order.kind,
+            "status": order.status,
+            "status_label": order.get_status_display(),
+            "recipient_name": order.recipient_name,
+            "address": order.address,
+            "lat": order.lat,
+            "lng": order.lng,
+            "window_start": local(order.window_start),
+            "window_end": local(order.window_end),
+            "service_date": order.service_date.isoformat(),
+            "customer_instructions": order.customer_instructions,
+        },
+        "timeline": timeline,
+        "eta": None,
+        "stops_before": None,
+        "driver": None,
+        "proof": None,
+        "final": order.status in ("delivered", "picked_up", "cancelled"),
+    }
+    route = stop.route if stop else None
+    live = (
+        stop is not None
+        and stop.status in OPEN_FOR_CUSTOMER
+        and route.status in (Route.Status.PUBLISHED, Route.Status.IN_PROGRESS)
+        and route.date == local_today(tz, now)
+    )
+    if live:
+        started = route.status == Route.Status.IN_PROGRESS
+        before = (
+            route.stops.filter(sequence__lt=stop.sequence, status__in=OPEN_FOR_CUSTOMER).count()
+            if started
+            else None
+        )
+        estimate = stop.eta or stop.planned_arrival
+        if estimate is not None:
+            start, end = _eta_window(estimate, before or 0)
+            updated = stop.eta_updated_at if stop.eta else None
+            data["eta"] = {
+                "start": local(start),
+                "end": local(end),
+                "live": stop.eta is not None,
+                "updated_at": local(updated),
+                "updated_minutes_ago": int((now - updated).total_seconds() // 60) if updated else None,
+            }
+        data["stops_before"] = before
+        driver = {
+            "first_name": route.driver.user.first_name or "Your driver",
+            "vehicle": (route.vehicle.name if route.vehicle else ""),
+            "registration": (route.vehicle.registration if route.vehicle else ""),
+            "position": None,
+        }
+        # Shown only on the way here and close: never while earlier customers are far ahead.
+        if started and before is not None and before <= options.show_driver_within_stops:
+            position = DriverPosition.objects.filter(driver_id=route.driver_id).first()
+            if position is not None:
+                driver["position"] = {
+                    "lat": round(position.lat, 5),
+                    "lng": round(position.lng, 5),
+                    "recorded_at": local(position.recorded_at),
+                }
+        data["driver"] = driver
+    if stop is not None and stop.status == Stop.Status.COMPLETED:
+        proof = ProofOfDelivery.objects.filter(stop=stop).prefetch_related("photos").first()
+        if proof is not None:
+            data["proof"] = {
+                "public_id": str(proof.public_id),
+                "recipient_name": proof.recipient_name,
+                "captured_at": local(proof.captured_at),
+                "photos": [str(photo.public_id) for photo in proof.photos.all()],
+                "signature": bool(proof.signature),
+            }
+    return data

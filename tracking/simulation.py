@@ -40,7 +40,13 @@ FIX_INTERVAL = timedelta(seconds=10)
 # their GPS noise alone and would read as an implausible speed (flagged as a speed jump).
 MIN_FIX_GAP = timedelta(seconds=2)
 SPEED_KMH = 25.0
-SPEED_NOISE = 0.25  # each leg is driven at 25 km/h × U(0.75, 1.25)
+SPEED_NOISE = 0.25  # each leg is driven at 25 km/h × U(0.75, 1.25) × the driver's pace
+# Hidden from the ETA engine, which must learn it: each driver's own pace, drawn once, and now
+# and then a traffic jam on part of a leg.
+DRIVER_PACE = (0.8, 1.2)  # × U(0.8, 1.2) for the whole day
+TRAFFIC_CHANCE = 0.2  # of a leg having a jam
+TRAFFIC_SHARE = (0.2, 0.6)  # of the leg's length
+TRAFFIC_SLOWDOWN = 0.5  # speed in a jam
 SERVICE_NOISE = 0.3  # service time × N(1, 0.3), at least 30 s
 # Reasons a driver gives at the door; "Nobody home" is the usual one, so it is listed twice.
 FAILURE_REASONS = ["Nobody home", "Nobody home", "No access to the building", "Recipient refused the parcel"]
@@ -82,7 +88,10 @@ class DriverRun:
     busy_until: datetime | None = None
     clock: datetime | None = None  # simulated up to here
     last_fix_at: datetime | None = None
-    speed_mps: float = 0.0
+    speed_mps: float = 0.0  # this leg's speed outside a jam
+    speed_now: float = 0.0  # what the phone reports (slower in a jam)
+    pace: float | None = None  # the driver's speed factor, drawn at the first leg
+    jam: tuple[float, float] | None = None  # this leg's jam, as metres-to-go (from, to]
     fixes: list[dict] = field(default_factory=list)
 
     @property
@@ -256,20 +265,25 @@ def _drive(run: DriverRun, t: datetime, end: datetime, rng: random.Random) -> tu
     Returns the time reached and whether the driver is at the target.
     """
     if run.speed_mps <= 0:
-        run.speed_mps = SPEED_KMH / 3.6 * rng.uniform(1 - SPEED_NOISE, 1 + SPEED_NOISE)
+        if run.pace is None:
+            run.pace = rng.uniform(*DRIVER_PACE)
+        run.speed_mps = SPEED_KMH / 3.6 * run.pace * rng.uniform(1 - SPEED_NOISE, 1 + SPEED_NOISE)
+        run.jam = _jam(_distance_m(run.lat, run.lng, *run.target), rng)
     while t < end:
         target = run.target
         remaining = _distance_m(run.lat, run.lng, *target)
         next_fix = (run.last_fix_at or t) + FIX_INTERVAL
-        arrival = t + timedelta(seconds=remaining / run.speed_mps)
-        step_to = min(end, next_fix, arrival)
+        speed, until_change = _speed_here(run, remaining)
+        run.speed_now = speed
+        arrival = t + timedelta(seconds=remaining / speed)
+        step_to = min(end, next_fix, arrival, t + timedelta(seconds=until_change / speed))
         if step_to >= arrival:
             run.lat, run.lng = target
             t = arrival
             if run.last_fix_at is None or t - run.last_fix_at >= MIN_FIX_GAP:
                 _fix(run, t, rng)
             return t, True
-        share = (step_to - t).total_seconds() * run.speed_mps / remaining if remaining else 1.0
+        share = (step_to - t).total_seconds() * speed / remaining if remaining else 1.0
         heading = _bearing(run.lat, run.lng, *target)
         run.lat += (target[0] - run.lat) * share
         run.lng += (target[1] - run.lng) * share
@@ -277,6 +291,27 @@ def _drive(run: DriverRun, t: datetime, end: datetime, rng: random.Random) -> tu
         if t >= next_fix:
             _fix(run, t, rng, bearing_to=heading)
     return t, False
+
+
+def _jam(length_m: float, rng: random.Random) -> tuple[float, float] | None:
+    """Now and then a jam on part of the leg: (from, to] in metres still to go."""
+    if length_m <= 0 or rng.random() >= TRAFFIC_CHANCE:
+        return None
+    jam_m = length_m * rng.uniform(*TRAFFIC_SHARE)
+    begins = rng.uniform(jam_m, length_m)
+    return begins - jam_m, begins
+
+
+def _speed_here(run: DriverRun, remaining: float) -> tuple[float, float]:
+    """The speed with `remaining` metres to go, and how many metres it holds for."""
+    if run.jam is None:
+        return run.speed_mps, remaining
+    ends, begins = run.jam
+    if ends < remaining <= begins:
+        return run.speed_mps * TRAFFIC_SLOWDOWN, max(1.0, remaining - ends)
+    if remaining > begins:
+        return run.speed_mps, max(1.0, remaining - begins)
+    return run.speed_mps, remaining
 
 
 def _stand(run: DriverRun, t: datetime, until: datetime, rng: random.Random) -> datetime:
@@ -402,7 +437,7 @@ def _fix(run: DriverRun, t: datetime, rng: random.Random, bearing_to: float | No
             "lat": lat,
             "lng": lng,
             "accuracy": round(accuracy, 1),
-            "speed": round(run.speed_mps * rng.uniform(0.9, 1.1), 2) if moving else 0.0,
+            "speed": round(run.speed_now * rng.uniform(0.9, 1.1), 2) if moving else 0.0,
             "heading": round(bearing_to, 1) if moving else None,
         }
     )

@@ -3,6 +3,8 @@
 import logging
 
 from tracking.alerts import alerts_sweep
+from tracking.notifications import notification_send, notifications_sweep
+from tracking.eta import eta_recompute
 
 logger = logging.getLogger(__name__)
 
@@ -13,3 +15,27 @@ def sweep_alerts() -> dict[str, int]:
     if result["raised"] or result["resolved"]:
         logger.info("Alerts: %(raised)d raised, %(resolved)d resolved", result)
     return result
+
+
+def recompute_etas() -> dict[str, int]:
+    """Every minute: the ETAs of every stop still to come on today's routes in progress."""
+    return eta_recompute()
+
+
+def recompute_driver_etas(driver_id: int) -> dict[str, int]:
+    """After a batch of the driver's positions (debounced by tracking.eta.eta_refresh_soon)."""
+    return eta_recompute(driver_ids=[driver_id])
+
+
+def sweep_notifications() -> dict[str, int]:
+    """Every minute: claim missed stop events, make arriving-soon / delayed messages, release
+    held ones, and queue every due message."""
+    result = notifications_sweep()
+    if result["made"] or result["queued"] or result["abandoned"]:
+        logger.info("Notifications: %s", result)
+    return result
+
+
+def send_notification(notification_id: int) -> str:
+    """Send one outbox row (queued after commit). Running it twice sends once."""
+    return notification_send(notification_id=notification_id)

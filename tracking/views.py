@@ -14,7 +14,7 @@ from django_htmx.middleware import HtmxDetails
 from dispatch.models import Membership, Order
 from dispatch.selectors import membership_for, order_status_counts
 from dispatch.timeutils import local_today
-from tracking import alerts
+from tracking import alerts, customer
 from tracking.selectors import alerts_visible_to, dashboard_alerts, dashboard_fingerprint, dashboard_live
 
 
@@ -29,7 +29,9 @@ def _portal_membership(request: HttpRequest):
     return membership
 
 
-def _render_dashboard(request: HttpRequest, organization, *, now, partial: bool) -> HttpResponse:
+def _render_dashboard(
+    request: HttpRequest, organization, *, now, partial: bool, decide_error: dict | None = None
+) -> HttpResponse:
     today = local_today(organization.tzinfo, now)
     counts = order_status_counts(user=request.user, day=today)
     live = dashboard_live(organization=organization, day=today, now=now)
@@ -50,6 +52,8 @@ def _render_dashboard(request: HttpRequest, organization, *, now, partial: bool)
             "map_data": live["map"],
             "alerts": alerts["unseen"],
             "alerts_seen_count": alerts["seen_count"],
+            # Why accepting or declining a customer's request failed (tracking.customer_views).
+            "decide_error": decide_error,
         },
     )
 
@@ -92,6 +96,7 @@ def alert_acknowledge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     organization = _portal_membership(request).organization
     alert = get_object_or_404(alerts_visible_to(organization=organization), pk=pk)
     alerts.alert_acknowledge(alert=alert, by=request.user)
+    customer.customer_request_alert_acknowledged(alert=alert)
     if not request.htmx:
         return redirect("tracking:dashboard")
     return _render_dashboard(request, organization, now=timezone.now(), partial=True)

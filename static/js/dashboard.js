@@ -49,7 +49,7 @@
   }
 
   function driverTooltip(d) {
-    var text = d.name + " · " + d.age + (d.stale ? " (stale)" : "");
+    var text = d.name + " · " + d.age + (d.stale ? " (stale)" : "") + (d.source_label ? " · " + d.source_label : "");
     if (d.speed !== null) text += " · " + Math.round(d.speed * 3.6) + " km/h";
     return textElement(text);
   }

@@ -165,6 +165,23 @@
     } catch (e) { return file; } // a format this browser cannot draw: the server decides
   }
 
+  // The browser's own BarcodeDetector (Chrome on Android), else ZXing from npm (iOS Safari,
+  // Firefox), else nothing: the driver types the code.
+  async function readBarcode(file) {
+    try {
+      if ("BarcodeDetector" in window) {
+        var found = await new window.BarcodeDetector().detect(await createImageBitmap(file));
+        if (found.length) return found[0].rawValue;
+      }
+      if (window.ZXing) {
+        var url = URL.createObjectURL(file);
+        try { return (await new window.ZXing.BrowserMultiFormatReader().decodeFromImageUrl(url)).getText(); }
+        finally { URL.revokeObjectURL(url); }
+      }
+    } catch (e) { /* nothing readable in the picture */ }
+    return "";
+  }
+
   function formOf(stop) { return stop.querySelector("[data-proof-form]"); }
   function proofError(stop, text) {
     var el = stop.querySelector("[data-proof-error]");
@@ -216,13 +233,10 @@
       }
     } else if (input.matches("[data-scan]") && input.files.length) {
       var code = stop.querySelector('input[name="scanned_code"]');
-      if (!("BarcodeDetector" in window)) { proofError(stop, "This phone cannot read barcodes: type the code."); return; }
-      try {
-        var found = await new window.BarcodeDetector().detect(await createImageBitmap(input.files[0]));
-        if (found.length) { code.value = found[0].rawValue; proofError(stop, ""); }
-        else proofError(stop, "No barcode found in that picture: try again closer, or type the code.");
-      } catch (e) { proofError(stop, "The barcode could not be read: type the code."); }
+      var text = await readBarcode(input.files[0]);
       input.value = "";
+      if (text) { code.value = text; proofError(stop, ""); }
+      else proofError(stop, "No barcode could be read from that picture: try again closer, or type the code.");
     }
   });
 

@@ -33,9 +33,9 @@ def _sign(page, canvas) -> None:
 def test_the_driver_captures_photo_and_signature_and_the_dispatcher_sees_the_proof(
     browser,
     live_server,
-    published,
+    published,  # noqa: F811 - the fixture
     dispatcher,
-    org,  # noqa: F811 - the fixture
+    org,
 ):
     ProofPolicy.objects.create(organization=org, requires=ProofPolicy.Requires.BOTH)
     route = published
@@ -81,7 +81,36 @@ def test_the_driver_captures_photo_and_signature_and_the_dispatcher_sees_the_pro
     signature = panel.get_by_role("img", name="Signature of Ada Lovelace")
     expect(signature).to_be_visible()
     # The images really load (through the checked views), not just their tags.
-    assert office.evaluate("(img) => img.naturalWidth", signature.element_handle()) > 0
     thumb = panel.get_by_role("img", name="Photo 1 of the delivery")
-    assert office.evaluate("(img) => img.naturalWidth", thumb.element_handle()) > 0
+    for image in (signature, thumb):
+        office.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle())
     assert violations == []
+
+
+def test_a_parcel_barcode_is_read_from_a_picture_and_must_be_the_orders(
+    browser, live_server, published, org  # noqa: F811 - the fixture
+):
+    import segno
+
+    from dispatch.models import Order
+
+    ProofPolicy.objects.create(organization=org, require_barcode=True)
+    route = published
+    first = route.stops.order_by("sequence").first()
+    Order.objects.filter(pk=first.order_id).update(parcel_codes=["PKG-0001"])
+    label = io.BytesIO()
+    segno.make("PKG-0001", error="m").save(label, kind="png", scale=8, border=4)
+    context, page = phone(browser, live_server, route)
+    card = page.locator(f"#stop-{first.pk}")
+
+    card.get_by_role("button", name="Delivered…").click()
+    form = card.locator("form[data-proof-form]")
+    # No BarcodeDetector in desktop Chromium: this is ZXing, from npm, reading the picture.
+    form.locator("input[data-scan]").set_input_files(
+        {"name": "label.png", "mimeType": "image/png", "buffer": label.getvalue()}
+    )
+    expect(form.get_by_label("Parcel barcode (needed)")).to_have_value("PKG-0001", timeout=10_000)
+    form.get_by_role("button", name="Complete delivery").click()
+    expect(page.locator("#sync-status")).to_contain_text("everything sent", timeout=15_000)
+    assert ProofOfDelivery.objects.get(stop=first).scanned_code == "PKG-0001"
+    context.close()

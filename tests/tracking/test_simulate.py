@@ -64,7 +64,9 @@ def test_simulation_delivers_every_stop_in_order_and_completes_the_route(org, de
     assert not pings.exclude(flags="").exists()
     assert {p.accuracy_m // 1 for p in pings} <= set(range(5, 16))
     moving = pings.filter(speed_mps__gt=0)
-    assert moving.exists() and all(4 < p.speed_mps < 10 for p in moving)
+    # 25 km/h × the driver's pace U(0.8, 1.2) × the leg's U(0.75, 1.25) × the phone's ±10 %,
+    # halved in a jam.
+    assert moving.exists() and all(1.5 < p.speed_mps < 12 for p in moving)
     position = DriverPosition.objects.get(driver=driver)
     assert dt.timedelta(0) <= route.completed_at - position.recorded_at < dt.timedelta(seconds=10)
     assert abs(position.lat - depot.lat) < 0.001 and abs(position.lng - depot.lng) < 0.001
@@ -110,7 +112,9 @@ def test_distance_and_noisy_speed_decide_the_arrival_time(org, depot, driver):
     _run(sim, step=30, until=lambda: Stop.objects.filter(route=route, status="arrived").exists())
 
     minutes = (_stops(route)[0].arrived_at - NOW).total_seconds() / 60
-    assert 1.9 < minutes < 3.3  # 1 km at 25 km/h ± 25 %
+    # 1 km at 25 km/h × the driver's U(0.8, 1.2) × the leg's U(0.75, 1.25), part of it perhaps
+    # jammed at half speed.
+    assert 1.6 < minutes < 6.5
 
 
 @pytest.mark.django_db

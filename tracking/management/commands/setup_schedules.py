@@ -11,6 +11,8 @@ from django_q.models import Schedule
 SCHEDULES = {
     "purge abandoned order imports": ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
     "raise and resolve alerts": ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
+    "send notifications": ("tracking.tasks.sweep_notifications", Schedule.MINUTES, 1),
+    "recompute ETAs": ("tracking.tasks.recompute_etas", Schedule.MINUTES, 1),
     "purge orphaned proof files": ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
 }
 

@@ -1,0 +1,301 @@
+"""The ETA engine: when service will start at each remaining stop of a route in progress.
+
+For each route in progress on its organisation's local today, in a fixed number of queries
+whatever the number of routes (docs/eta.md):
+
+1. Where and when the driver is: the latest good position (DriverPosition), unless the last
+   stop closed or the route's start at the depot is newer; a driver at an arrived stop leaves
+   it when its service ends.
+2. What is left, in the order it will be worked: the open stops in planned sequence. A driver
+   who worked a later stop while earlier ones are open has jumped ahead: the stops after the
+   one worked last come first, in planned order, then the skipped-over ones, in planned order.
+3. Travel time of each leg from the planner's model (dispatch.planner.matrix), times the
+   route's pace factor: its own completed legs' actual / model time, blended towards 1 while
+   few legs are known and clamped to PACE_BOUNDS.
+4. Each stop's ETA is arrival, or its window's start when the driver would be early; the
+   driver leaves after the order's service minutes.
+
+The ETAs are written by dispatch.services.stops_eta_set in one UPDATE.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from dispatch.models import Route, Stop
+from dispatch.planner.matrix import EARTH_RADIUS_M, UNREACHABLE, travel_model
+from dispatch.services import stops_eta_set
+from dispatch.timeutils import local_today
+from tracking.models import DriverPosition
+
+Point = tuple[float, float]
+
+OPEN = (Stop.Status.PENDING, Stop.Status.EN_ROUTE)
+PACE_BOUNDS = (0.6, 2.0)
+# Until the route has driven this many legs, the model's own pace (1.0) weighs as much as them.
+PACE_PRIOR_LEGS = 2
+# One leg's actual / model time is held inside these before it counts: a leg with a lunch or a
+# wrong turn in it says little about how fast the driver goes.
+LEG_RATIO_BOUNDS = (0.3, 3.0)
+# Legs shorter than this in the model (next door) carry no information about pace.
+MIN_MODEL_LEG_S = 30.0
+# After a batch of positions, at most one recompute per driver (so per route) this often.
+DEBOUNCE_SECONDS = 30
+
+
+@dataclass
+class _Stop:
+    pk: int
+    sequence: int
+    status: str
+    point: Point | None
+    arrived_at: datetime | None
+    departed_at: datetime | None
+    window_start: datetime | None
+    service_s: float
+
+
+@dataclass
+class _Route:
+    pk: int
+    driver_id: int
+    depot: Point
+    started_at: datetime | None
+    stops: list[_Stop] = field(default_factory=list)
+    # Filled by _prepare: where the driver starts from and when, what is left, the legs driven.
+    start: Point | None = None
+    start_at: datetime | None = None
+    remaining: list[_Stop] = field(default_factory=list)
+    unreachable: list[int] = field(default_factory=list)
+    driven: list[tuple[Point, Point, float]] = field(default_factory=list)  # (from, to, seconds)
+
+
+def eta_recompute(
+    *, route_ids: list[int] | None = None, driver_ids: list[int] | None = None, now: datetime | None = None
+) -> dict:
+    """Recompute the ETAs of the open stops of today's routes in progress (or only of
+    `route_ids` / `driver_ids`). Four queries for any number of routes. Safe to run twice.
+
+    Returns {"routes": n, "stops": m} (m = stops whose ETA was written).
+    """
+    now = now or timezone.now()
+    routes = _routes(route_ids=route_ids, driver_ids=driver_ids, now=now)
+    if not routes:
+        return {"routes": 0, "stops": 0}
+    positions = {
+        driver_id: ((lat, lng), at)
+        for driver_id, lat, lng, at in DriverPosition.objects.filter(
+            driver_id__in=[r.driver_id for r in routes.values()]
+        ).values_list("driver_id", "lat", "lng", "recorded_at")
+    }
+    _load_stops(routes)
+    plans = [_prepare(route, positions.get(route.driver_id)) for route in routes.values()]
+    etas: dict[int, datetime | None] = {}
+    for route, seconds in zip(plans, _leg_seconds(plans), strict=True):
+        etas |= _etas(route, seconds, now=now)
+    written = stops_eta_set(etas=etas, now=now)
+    return {"routes": len(plans), "stops": written}
+
+
+def eta_refresh_soon(*, driver_id: int) -> bool:
+    """After a batch of the driver's positions: queue a recompute of the driver's route once the
+    transaction commits, at most once per DEBOUNCE_SECONDS. Returns whether it queued one.
+
+    One cache operation and, every 30 s, one queued task: no database reads on the ingest path.
+    A driver works one live route a day, so per driver is per route.
+    """
+    if not cache.add(f"eta:driver:{driver_id}", 1, DEBOUNCE_SECONDS):
+        return False
+    transaction.on_commit(lambda: async_task("tracking.tasks.recompute_driver_etas", driver_id))
+    return True
+
+
+# --- Reading -------------------------------------------------------------------------------------
+
+
+def _routes(*, route_ids: list[int] | None, driver_ids: list[int] | None, now: datetime) -> dict[int, _Route]:
+    utc_day = now.astimezone(UTC).date()  # every organisation's today is this day or one beside it
+    rows = Route.objects.filter(
+        status=Route.Status.IN_PROGRESS,
+        date__range=(utc_day - timedelta(days=1), utc_day + timedelta(days=1)),
+    )
+    if route_ids is not None:
+        rows = rows.filter(pk__in=route_ids)
+    if driver_ids is not None:
+        rows = rows.filter(driver_id__in=driver_ids)
+    routes, zones = {}, {}
+    for pk, day, tz_name, driver_id, lat, lng, started_at in rows.values_list(
+        "pk", "date", "organization__timezone", "driver_id", "depot__lat", "depot__lng", "started_at"
+    ):
+        if tz_name not in zones:
+            zones[tz_name] = local_today(ZoneInfo(tz_name), now)
+        if day == zones[tz_name]:
+            routes[pk] = _Route(pk=pk, driver_id=driver_id, depot=(lat, lng), started_at=started_at)
+    return routes
+
+
+def _load_stops(routes: dict[int, _Route]) -> None:
+    rows = (
+        Stop.objects.filter(route_id__in=list(routes))
+        .order_by("route_id", "sequence")
+        .values_list(
+            "pk", "route_id", "sequence", "status", "arrived_at", "departed_at",
+            "order__lat", "order__lng", "order__window_start", "order__service_minutes",
+        )
+    )  # fmt: skip
+    for pk, route_id, sequence, status, arrived, departed, lat, lng, window_start, minutes in rows:
+        point = None if lat is None or lng is None else (lat, lng)
+        routes[route_id].stops.append(
+            _Stop(pk, sequence, status, point, arrived, departed, window_start, minutes * 60.0)
+        )
+
+
+# --- Deciding what is left and where the driver is ---------------------------------------------
+
+
+def _prepare(route: _Route, position: tuple[Point, datetime] | None) -> _Route:
+    visited = sorted((s for s in route.stops if s.arrived_at is not None), key=lambda s: s.arrived_at)
+    open_stops = [s for s in route.stops if s.status in OPEN]
+    route.unreachable = [s.pk for s in open_stops if s.point is None]
+    open_stops = [s for s in open_stops if s.point is not None]
+
+    # Jumped ahead: continue after the stop worked last, then go back for the skipped-over ones.
+    if visited:
+        last = visited[-1].sequence
+        route.remaining = [s for s in open_stops if s.sequence > last] + [
+            s for s in open_stops if s.sequence < last
+        ]
+    else:
+        route.remaining = open_stops
+
+    route.driven = _driven_legs(route, visited)
+
+    here = next((s for s in reversed(visited) if s.status == Stop.Status.ARRIVED and s.point), None)
+    if here is not None:
+        # At a stop now: leaves it when its service ends (marked at _etas, which knows `now`).
+        route.start, route.start_at = here.point, None
+        route.remaining = [here, *route.remaining]
+        return route
+    candidates: list[tuple[datetime, Point]] = []
+    if route.started_at is not None:
+        candidates.append((route.started_at, route.depot))
+    left = [s for s in visited if s.departed_at is not None and s.point is not None]
+    if left:
+        last_left = max(left, key=lambda s: s.departed_at)
+        candidates.append((last_left.departed_at, last_left.point))
+    if position is not None:
+        candidates.append((position[1], position[0]))
+    if candidates:
+        route.start_at, route.start = max(candidates, key=lambda c: c[0])
+    else:
+        route.start = route.depot
+    return route
+
+
+def _driven_legs(route: _Route, visited: list[_Stop]) -> list[tuple[Point, Point, float]]:
+    """The legs driven so far: from the previous departure (or the route's start at the depot)
+    to each arrival, in the order they happened. A leg during which another stop was closed
+    without an arrival (failed or skipped from the road) is left out: it may hold a visit."""
+    closed_unvisited = [s.departed_at for s in route.stops if s.arrived_at is None and s.departed_at]
+    legs = []
+    since, where = route.started_at, route.depot
+    for stop in visited:
+        if since is not None and where is not None and stop.point is not None:
+            interrupted = any(since < t < stop.arrived_at for t in closed_unvisited)
+            seconds = (stop.arrived_at - since).total_seconds()
+            if not interrupted and seconds >= 0:
+                legs.append((where, stop.point, seconds))
+        if stop.departed_at is None:
+            break
+        since, where = stop.departed_at, stop.point
+    return legs
+
+
+# --- The travel-time model ----------------------------------------------------------------------
+
+
+def _leg_seconds(routes: list[_Route]) -> list[np.ndarray]:
+    """Model seconds of every route's legs: first the driven ones, then start → remaining.
+
+    The default model is computed for all routes' legs at once (NumPy); with ROUTING_URL, one
+    OSRM table per route through travel_model().
+    """
+    legs_per_route = [_legs(route) for route in routes]
+    if getattr(settings, "ROUTING_URL", ""):
+        return [_osrm_seconds(legs) for legs in legs_per_route]
+    flat = [(*a, *b) for legs in legs_per_route for a, b in legs]
+    if not flat:
+        return [np.zeros(0) for _ in routes]
+    seconds = _straight_line_seconds(np.asarray(flat, dtype=np.float64))
+    return np.split(seconds, np.cumsum([len(legs) for legs in legs_per_route])[:-1])
+
+
+def _legs(route: _Route) -> list[tuple[Point, Point]]:
+    ahead = [s.point for s in route.remaining]
+    return [(a, b) for a, b, _ in route.driven] + list(zip([route.start, *ahead], ahead, strict=False))
+
+
+def _straight_line_seconds(legs: np.ndarray) -> np.ndarray:
+    """dispatch.planner.matrix.StraightLineModel for a list of legs (lat1, lng1, lat2, lng2)."""
+    lat1, lng1, lat2, lng2 = np.radians(legs).T
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lng2 - lng1) / 2) ** 2
+    metres = 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))) * float(settings.ROUTING_DETOUR)
+    return metres / (float(settings.ROUTING_SPEED_KMH) / 3.6)
+
+
+def _osrm_seconds(legs: list[tuple[Point, Point]]) -> np.ndarray:
+    points = list(dict.fromkeys(p for leg in legs for p in leg))
+    if not points:
+        return np.zeros(0)
+    index = {p: i for i, p in enumerate(points)}
+    durations, _ = travel_model().matrices(points)
+    return np.array([durations[index[a], index[b]] for a, b in legs], dtype=np.float64)
+
+
+# --- Putting it together ------------------------------------------------------------------------
+
+
+def pace_factor(driven: list[tuple[float, float]]) -> float:
+    """How much slower (> 1) or faster (< 1) than the model this route drives, from its legs
+    (actual seconds, model seconds): the ratio of the sums, each leg's ratio held inside
+    LEG_RATIO_BOUNDS, blended towards 1 as if PACE_PRIOR_LEGS legs had gone exactly to plan."""
+    low, high = LEG_RATIO_BOUNDS
+    legs = [(min(max(actual, low * model), high * model), model) for actual, model in driven]
+    legs = [(actual, model) for actual, model in legs if model >= MIN_MODEL_LEG_S]
+    if not legs:
+        return 1.0
+    actual = sum(a for a, _ in legs)
+    model = sum(m for _, m in legs)
+    n = len(legs)
+    blended = (n * actual / model + PACE_PRIOR_LEGS) / (n + PACE_PRIOR_LEGS)
+    return min(max(blended, PACE_BOUNDS[0]), PACE_BOUNDS[1])
+
+
+def _etas(route: _Route, seconds: np.ndarray, *, now: datetime) -> dict[int, datetime | None]:
+    driven = len(route.driven)
+    pace = pace_factor(
+        [(leg[2], float(model)) for leg, model in zip(route.driven, seconds[:driven], strict=True)]
+    )
+    etas: dict[int, datetime | None] = dict.fromkeys(route.unreachable)
+    clock = route.start_at or now
+    for stop, travel in zip(route.remaining, seconds[driven:], strict=True):
+        if stop.status == Stop.Status.ARRIVED:  # the driver is here: leaves when service ends
+            begun = max(stop.arrived_at, stop.window_start or stop.arrived_at)
+            clock = max(now, begun + timedelta(seconds=stop.service_s))
+            continue
+        if travel >= UNREACHABLE:  # OSRM found no road there: no honest ETA
+            etas[stop.pk] = None
+            continue
+        # Not there yet, so not before now (the newest position may be a few minutes old).
+        arrival = max(now, clock + timedelta(seconds=float(travel) * pace))
+        service = max(arrival, stop.window_start) if stop.window_start else arrival
+        etas[stop.pk] = service
+        clock = service + timedelta(seconds=stop.service_s)
+    return etas
