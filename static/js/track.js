@@ -25,8 +25,9 @@
     var el = document.getElementById("track-map");
     if (!data || !el || typeof L === "undefined") return;
     var order = data.order, position = data.driver && data.driver.position;
-    if (order.lat === null || order.lng === null) return;
-    el.hidden = false;
+    // Once it is over, a map of one's own address tells nothing: leave it out.
+    el.hidden = data.final || order.lat === null || order.lng === null;
+    if (el.hidden) return;
     if (!map) {
       map = L.map(el, { scrollWheelZoom: false }).setView([order.lat, order.lng], 15);
       L.tileLayer(el.dataset.tileUrl, { maxZoom: 19, attribution: el.dataset.tileAttribution }).addTo(map);
