@@ -114,3 +114,35 @@ def test_a_parcel_barcode_is_read_from_a_picture_and_must_be_the_orders(
     expect(page.locator("#sync-status")).to_contain_text("everything sent", timeout=15_000)
     assert ProofOfDelivery.objects.get(stop=first).scanned_code == "PKG-0001"
     context.close()
+
+
+def test_the_receipt_prints_on_one_a4_page(browser, live_server, published, dispatcher):  # noqa: F811
+    import re
+    import uuid
+
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    from pod import services as pod_services
+
+    stop = published.stops.order_by("sequence").first()
+    prepared = pod_services.proof_prepare(
+        stop=stop, outcome="delivered", recipient_name="Ada Lovelace",
+        photos=[ContentFile(_photo(), name=f"p{n}.jpg") for n in range(5)],
+        signature=ContentFile(_photo(), name="s.jpg"),
+    )  # fmt: skip
+    pod_services.proof_record(
+        prepared=prepared, stop=stop, key=uuid.uuid4(), by=None, captured_at=timezone.now(),
+        lat=stop.order.lat, lng=stop.order.lng, accuracy_m=8, note="Left with the concierge",
+    )  # fmt: skip
+    page = browser.new_page()
+    page.route("https://tile.openstreetmap.org/**", lambda r: r.abort())
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.get_by_label("Username").fill("disp")
+    page.get_by_label("Password").fill("correct-horse-battery")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/orders/{stop.order_id}/proof/")
+    expect(page.locator(".proof-photo img")).to_have_count(5)
+    page.emulate_media(media="print")
+    pdf = page.pdf(format="A4", print_background=True)
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) == 1
