@@ -195,6 +195,18 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Doorstep <noreply@localh
 if env("EMAIL_URL", default=""):
     vars().update(env.email("EMAIL_URL"))
 
+# --- SMS (tracking.sms) ---------------------------------------------------------------------
+# "log" (default: written to the log, nothing sent), "http" (JSON POST to SMS_HTTP_URL with
+# Authorization: Bearer SMS_HTTP_TOKEN), or a dotted path to a backend class.
+SMS_BACKEND = env("SMS_BACKEND", default="log")
+SMS_HTTP_URL = env("SMS_HTTP_URL", default="")
+SMS_HTTP_TOKEN = env("SMS_HTTP_TOKEN", default="")
+SMS_HTTP_TIMEOUT = env.float("SMS_HTTP_TIMEOUT", default=10.0)
+# The sender the provider shows (a number or an alphanumeric name it allows).
+SMS_FROM = env("SMS_FROM", default="Doorstep")
+# Shared secret of the provider's inbound-SMS callback (customers replying STOP); empty = off.
+SMS_INBOUND_SECRET = env("SMS_INBOUND_SECRET", default="")
+
 # --- Security -------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP

@@ -41,7 +41,7 @@ from tests.factories import (
     VehicleFactory,
 )
 from tracking.links import link_token, tracking_link_ensure
-from tracking.models import Alert, TrackerDevice
+from tracking.models import Alert, CustomerRequest, TrackerDevice
 from tracking.services import tracker_device_create
 
 ROLES = ["anonymous", "driver", "dispatcher_a", "org_admin_a", "dispatcher_b", "staff_no_org"]
@@ -106,10 +106,18 @@ EXPECTED: dict[str, Row] = {
     "api_docs":                Row(200,   200,  200,  200,  200,  200,  None,     None),
     # --- tracking -------------------------------------------------------------------------
     "tracking:dashboard":      Row(LOGIN, APP,  200,  200,  200,  403,  None,     "driver"),
+    "tracking:dashboard_map":  Row(LOGIN, 403,  200,  200,  200,  403,  None,     "driver"),  # map.json
     "tracking:driver_home":    Row(LOGIN, 200,  403,  403,  403,  403,  None,     None),
     "tracking:alert_acknowledge": Row(405, 405,  405,  405,  405,  405,  "alert",  None),
     "tracking:driver_trackers": Row(LOGIN, 403,  200,  200,  404,  403,  "driver_id", "driver"),
     "tracking:driver_tracker_revoke": Row(405, 405, 405, 405, 405,  405,  "tracker", None),
+    # the customer's requests: POST only, the token is the key (tests/tracking/test_customer_requests.py)
+    "tracking:customer_instructions": Row(405, 405, 405, 405, 405,  405,  "token",  None),
+    "tracking:customer_window": Row(405,  405,  405,  405,  405,  405,  "token",  None),
+    "tracking:customer_message": Row(405, 405,  405,  405,  405,  405,  "token",  None),
+    "tracking:customer_rating": Row(405,  405,  405,  405,  405,  405,  "token",  None),
+    "tracking:order_requests": Row(LOGIN, 403,  200,  200,  404,  403,  "order",  None),
+    "tracking:customer_request_decide": Row(405, 405, 405, 405, 405, 405, "customer_request", None),
     "tracker_osmand":          Row(401,   401,  401,  401,  401,  401,  None,     None),  # key, not log-in
     "driver_stop_pod":         Row(401,   405,  403,  403,  403,  403,  "stop_id", None),
     # --- the customer's tracking link: public, the token is the key (another token → 404) ----
@@ -120,6 +128,11 @@ EXPECTED: dict[str, Row] = {
     "tracking:track_logo":     Row(404,   404,  404,  404,  404,  404,  "token",  None),  # none set
     "api_track":               Row(200,   200,  200,  200,  200,  200,  "token",  None),
     "tracking:order_tracking_link": Row(LOGIN, 403, 200, 200,  404,  403,  "order",  None),
+    # customer messages (tests/tracking/test_notifications.py): the opt-out page is public by
+    # token (POST opts out); the provider's STOP callback is POST-only with a shared secret.
+    "tracking:unsubscribe":    Row(200,   200,  200,  200,  200,  200,  "token",  None),
+    "tracking:sms_inbound":    Row(405,   405,  405,  405,  405,  405,  None,     None),
+    "tracking:order_messages": Row(LOGIN, 403,  200,  200,  404,  403,  "order",  None),
     # --- proof of delivery (files: staff see them in Django admin) ---------------------------
     "pod:photo":               Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
     "pod:photo_thumbnail":     Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
@@ -257,6 +270,11 @@ def world(org, other_org, dispatcher, org_admin, other_dispatcher) -> World:
         route=objects["route"], stop=objects["stop"], driver=driver, raised_at=timezone.now(),
     )  # fmt: skip
     objects["tracker"], _key = tracker_device_create(driver=driver, name="Traccar", by=dispatcher)
+    slot_start = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(12), tzinfo=org.tzinfo)
+    objects["customer_request"] = CustomerRequest.objects.create(
+        organization=org, order=objects["order"], kind=CustomerRequest.Kind.WINDOW,
+        window_start=slot_start, window_end=slot_start + dt.timedelta(hours=4), created_at=timezone.now(),
+    )  # fmt: skip
     delivered = StopFactory(
         route=objects["route"], order=OrderFactory(organization=org, depot=depot), sequence=2,
         status=Stop.Status.COMPLETED,
@@ -355,7 +373,7 @@ def test_get_cell(client, world, name, role):
 def _snapshot() -> dict[str, list[dict]]:
     models = [
         Order, Contact, Driver, Shift, Vehicle, Depot, StopEvent, Plan, Route, Stop, Alert, TrackerDevice,
-        get_user_model(),
+        CustomerRequest, get_user_model(),
     ]  # fmt: skip
     return {m.__name__: list(m.objects.order_by("pk").values()) for m in models}
 
@@ -428,6 +446,7 @@ UNSAFE = {
     "dispatch:stop_remove": ("stop", "post", lambda w: {}),
     "tracking:alert_acknowledge": ("alert", "post", lambda w: {}),
     "tracking:driver_tracker_revoke": ("tracker", "post", lambda w: {}),
+    "tracking:customer_request_decide": ("customer_request", "post", lambda w: {"decision": "decline"}),
     "order-detail": ("order", "patch", lambda w: {"recipient_name": "Changed by API"}),
     "order-cancel": ("order", "post", lambda w: {"reason": "rival"}),
 }

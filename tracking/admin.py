@@ -5,7 +5,18 @@ tracking.services.location_record_batch alone, so DriverPosition is read-only to
 from django.contrib import admin
 from django.http import HttpRequest
 
-from tracking.models import Alert, DriverAction, DriverPosition, LocationPing, TrackerDevice
+from tracking.models import (
+    Alert,
+    CustomerRequest,
+    DriverAction,
+    DriverPosition,
+    LocationPing,
+    Notification,
+    NotificationOptOut,
+    TrackerDevice,
+    TrackingLink,
+    TrackingSettings,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -72,4 +83,62 @@ class AlertAdmin(ReadOnlyAdmin):
     search_fields = ["message", "key"]
     date_hierarchy = "raised_at"
     list_select_related = ["route__driver__user"]
+    show_full_result_count = False
+
+
+@admin.register(TrackingSettings)
+class TrackingSettingsAdmin(admin.ModelAdmin):
+    """What an organisation's customers see and receive: link expiry, the driver on the map,
+    the windows they may ask for, which messages go out on which channel, quiet hours, wording."""
+
+    list_display = [
+        "organization",
+        "link_expiry_days",
+        "show_driver_within_stops",
+        "quiet_from",
+        "quiet_until",
+    ]
+    search_fields = ["organization__name"]
+
+
+@admin.register(TrackingLink)
+class TrackingLinkAdmin(ReadOnlyAdmin):
+    """Links are issued and revoked from the order page; the token itself is never stored."""
+
+    list_display = ["order", "created_at", "expires_at", "revoked_at", "views", "last_seen_at"]
+    list_filter = ["organization", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["order__external_ref", "order__recipient_name"]
+    exclude = ["salt", "token_hash"]
+    list_select_related = ["order"]
+    show_full_result_count = False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """The outbox: every message to a customer, as sent, with its attempts and last error."""
+
+    list_display = ["order", "event", "channel", "status", "recipient", "attempts", "sent_at", "created_at"]
+    list_filter = ["status", "event", "channel", "organization"]
+    search_fields = ["key", "recipient", "order__external_ref"]
+    date_hierarchy = "created_at"
+    list_select_related = ["order"]
+    show_full_result_count = False
+
+
+@admin.register(NotificationOptOut)
+class NotificationOptOutAdmin(ReadOnlyAdmin):
+    list_display = ["order", "via", "created_at"]
+    list_filter = ["via", "organization"]
+    search_fields = ["order__external_ref"]
+
+
+@admin.register(CustomerRequest)
+class CustomerRequestAdmin(ReadOnlyAdmin):
+    """What customers asked for on the tracking page; decided on the dashboard or order page."""
+
+    list_display = ["order", "kind", "status", "rating", "created_at", "decided_at"]
+    list_filter = ["kind", "status", "organization"]
+    search_fields = ["order__external_ref", "text"]
+    date_hierarchy = "created_at"
+    list_select_related = ["order"]
     show_full_result_count = False

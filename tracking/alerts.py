@@ -37,7 +37,7 @@ OPEN_STOP_STATUSES = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARR
 # A driver this close to a stop or the depot is working, not idle.
 AT_STOP_RADIUS_M = 150
 # Alerts a dispatcher resolves by acknowledging: nothing in the data clears them.
-CLEARED_BY_ACKNOWLEDGING = (Alert.Kind.FAILED, Alert.Kind.CUSTOMER_REQUEST)
+CLEARED_BY_ACKNOWLEDGING = (Alert.Kind.FAILED, Alert.Kind.CUSTOMER_REQUEST, Alert.Kind.NOTIFICATION)
 EARTH_RADIUS_M = 6_371_008.8
 
 

@@ -478,7 +478,8 @@ def _describe(request: CustomerRequest, order: Order) -> str:
 
 
 def order_customer_requests(*, order: Order) -> list[CustomerRequest]:
-    """The order's requests, newest first, each with `slot_label` and `outcome` (one query)."""
+    """The order's requests, newest first, each with `slot_label`, `when_label` (the
+    organisation's zone) and `outcome`, the customer's wording (one query)."""
     requests = list(
         CustomerRequest.objects.filter(order=order)
         .select_related("decided_by")
@@ -491,6 +492,8 @@ def order_customer_requests(*, order: Order) -> list[CustomerRequest]:
             else ""
         )
         request.outcome = _describe(request, order)
+        created = request.created_at.astimezone(order.organization.tzinfo)
+        request.when_label = f"{created.day} {created:%b}, {created:%H:%M}"
     return requests
 
 
@@ -503,8 +506,9 @@ def page_context(
     error: str = "",
 ) -> dict[str, Any]:
     """What templates/tracking/_track_requests.html needs, under "self_service", plus
-    "fingerprint_extra" for the tracking page's ETag. `forms` replaces blank forms by bound ones
-    (with their errors); `notice`/`error` is a line shown at the top of the section."""
+    "fingerprint_extra" for the tracking page's ETag and "requests_template" for its include.
+    `forms` replaces blank forms by bound ones (with their errors); `notice`/`error` is a line
+    shown at the top of the section."""
     order = _order(link)  # fresh: the customer may just have changed it
     usable = link_usable(link, now)
     is_open = usable and order.is_open
@@ -545,6 +549,8 @@ def page_context(
             "error": error,
         },
         "fingerprint_extra": [order.customer_instructions, [(r.pk, r.status) for r in requests]],
+        # tracking/track.html includes this when it is set.
+        "requests_template": "tracking/_track_requests.html",
     }
 
 

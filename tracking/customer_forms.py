@@ -10,6 +10,7 @@ from datetime import datetime
 from django import forms
 from django.core.exceptions import ValidationError
 
+from dispatch.forms import NoColonLabels
 from dispatch.services import CUSTOMER_INSTRUCTIONS_MAX
 
 MESSAGE_MAX = 1000
@@ -22,7 +23,7 @@ def slot_value(start: datetime, end: datetime) -> str:
     return f"{start.isoformat()}/{end.isoformat()}"
 
 
-class InstructionsForm(forms.Form):
+class InstructionsForm(NoColonLabels, forms.Form):
     # strip=False: the service strips and counts after normalising line ends (\r\n → \n).
     text = forms.CharField(
         label="Instructions for the driver",
@@ -33,7 +34,7 @@ class InstructionsForm(forms.Form):
     )
 
 
-class WindowForm(forms.Form):
+class WindowForm(NoColonLabels, forms.Form):
     slot = forms.CharField(error_messages={"required": "Choose one of the times offered."})
 
     def clean_slot(self) -> tuple[datetime, datetime]:
@@ -47,7 +48,7 @@ class WindowForm(forms.Form):
         return start_at, end_at
 
 
-class MessageForm(forms.Form):
+class MessageForm(NoColonLabels, forms.Form):
     text = forms.CharField(
         label="Message to the delivery team",
         strip=False,
@@ -56,7 +57,7 @@ class MessageForm(forms.Form):
     )
 
 
-class RatingForm(forms.Form):
+class RatingForm(NoColonLabels, forms.Form):
     rating = forms.TypedChoiceField(
         label="How was your delivery?",
         choices=RATING_CHOICES,

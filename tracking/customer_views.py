@@ -145,7 +145,9 @@ def customer_request_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     page asked: "dashboard" answers its #live partial, anything else the order's panel."""
     organization = request.organization
     customer_request = get_object_or_404(
-        customer.customer_requests_visible_to(organization=organization).select_related("order__organization"),
+        customer.customer_requests_visible_to(organization=organization).select_related(
+            "order__organization"
+        ),
         pk=pk,
     )
     decision = request.POST.get("decision", "")
@@ -172,7 +174,6 @@ def customer_request_decide(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             return redirect("tracking:dashboard")
         return redirect(reverse("dispatch:order_detail", args=[customer_request.order_id]))
     if back_to_dashboard:
-        return _render_dashboard(
-            request, organization, now=timezone.now(), partial=True, decide_error={"request": pk, "message": error}
-        )
+        failed = {"request": pk, "message": error} if error else None
+        return _render_dashboard(request, organization, now=timezone.now(), partial=True, decide_error=failed)
     return _order_panel(request, customer_request.order, error=error)

@@ -170,6 +170,7 @@ class Alert(models.Model):
         FAILED = "failed", "Failed delivery"
         NO_FIXES = "no_fixes", "No positions"
         CUSTOMER_REQUEST = "customer_request", "Customer request"
+        NOTIFICATION = "notification", "Message not sent"
 
     organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=20, choices=Kind.choices)

@@ -53,7 +53,7 @@ from pod.services import proof_requirements
 from tracking import sms
 from tracking.alerts import alert_raise
 from tracking.links import link_token, link_url, settings_for, tracking_link_ensure
-from tracking.models import Notification, NotificationOptOut, TrackingSettings
+from tracking.models import Alert, Notification, NotificationOptOut, TrackingSettings
 from tracking.sms import SendError
 
 logger = logging.getLogger(__name__)
@@ -92,8 +92,8 @@ EVENT_MAX_AGE = timedelta(hours=12)
 # Channels that may be re-sent after an ambiguous outcome: only those whose receiver
 # de-duplicates by a stable id (webhooks, a later issue). SMS and e-mail never are.
 RESEND_AFTER_AMBIGUOUS: set[str] = set()
-# Alert.kind of "a message could not be sent" (not among Alert.Kind's choices: see the report).
-ALERT_KIND = "notification"
+# Alert.kind of "a message could not be sent": acknowledging it resolves it.
+ALERT_KIND = Alert.Kind.NOTIFICATION
 # The first word of an inbound SMS that opts the sender out.
 STOP_WORDS = {"STOP", "STOPALL", "STOPP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "ARRET"}
 
@@ -360,7 +360,11 @@ def notifications_live_sweep(*, now: datetime | None = None) -> dict[str, int]:
                 event=E.DELAYED,
                 occurrence=f"stop:{stop.pk}:{occurrence}",
                 stop=stop,
-                payload={"eta": stop.eta.isoformat(), "previous_eta": told.isoformat(), "occurrence": occurrence},
+                payload={
+                    "eta": stop.eta.isoformat(),
+                    "previous_eta": told.isoformat(),
+                    "occurrence": occurrence,
+                },
                 now=now,
                 options=options,
             )
@@ -473,7 +477,13 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
         return N.FAILED
     _finish(
         row,
-        {"status": N.SENT, "sent_at": now, "provider_id": provider_id[:200], "last_error": "", "not_before": None},
+        {
+            "status": N.SENT,
+            "sent_at": now,
+            "provider_id": provider_id[:200],
+            "last_error": "",
+            "not_before": None,
+        },
     )
     return N.SENT
 
@@ -488,7 +498,9 @@ def _finish(row: Notification, updates: dict[str, Any]) -> bool:
 
 
 def _retry(row: Notification, reason: str, now: datetime) -> bool:
-    return _finish(row, {"status": N.PENDING, "last_error": reason[:2000], "not_before": now + backoff(row.attempts)})
+    return _finish(
+        row, {"status": N.PENDING, "last_error": reason[:2000], "not_before": now + backoff(row.attempts)}
+    )
 
 
 def _give_up(row: Notification, reason: str, now: datetime) -> bool:
@@ -564,7 +576,8 @@ def notice_context(row: Notification, *, now: datetime) -> dict[str, Any]:
         "reason": row.payload.get("reason", ""),
         "pin": pin,
         "link": link_url(link),
-        "unsubscribe_link": settings.SITE_URL.rstrip("/") + reverse("tracking:unsubscribe", args=[link_token(link)]),
+        "unsubscribe_link": settings.SITE_URL.rstrip("/")
+        + reverse("tracking:unsubscribe", args=[link_token(link)]),
         "_eta": eta,
     }
 
@@ -599,7 +612,9 @@ def notification_render(row: Notification, *, now: datetime) -> dict[str, Any]:
         return message
     message["subject"] = " ".join(_render_part(row, "subject", context, overrides).split())
     footer_context = {**context, "channel": row.channel}
-    message["text"] = f"{text}\n\n-- \n{render_to_string('tracking/notices/_footer.txt', footer_context).strip()}"
+    message["text"] = (
+        f"{text}\n\n-- \n{render_to_string('tracking/notices/_footer.txt', footer_context).strip()}"
+    )
     html = _render_part(row, "html", context, overrides)
     message["html"] = html + render_to_string("tracking/notices/_footer.html", footer_context)
     message["unsubscribe_link"] = context["unsubscribe_link"]
@@ -630,7 +645,9 @@ def _send_email(row: Notification, message: dict[str, Any]) -> str:
     ) as exc:
         raise SendError(f"The mail server refused the message: {exc}", ambiguous=False) from exc
     except OSError as exc:  # timeouts, dropped connections: it may have been accepted
-        raise SendError(f"The mail server stopped answering ({exc}); it may have gone out.", ambiguous=True) from exc
+        raise SendError(
+            f"The mail server stopped answering ({exc}); it may have gone out.", ambiguous=True
+        ) from exc
     return message_id
 
 

@@ -24,6 +24,7 @@ from django_htmx.middleware import HtmxDetails
 
 from pod.models import ProofOfDelivery, ProofPhoto
 from pod.views import proof_file_response
+from tracking.customer import page_context
 from tracking.links import settings_for, tracking_link_lookup, tracking_link_seen
 from tracking.selectors import customer_view
 
@@ -106,8 +107,8 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
         "organization": link.order.organization,
         "has_logo": bool(options.logo),
     }
-    # The customer's own requests (tracking.customer) are part of the page when that is built.
-    context |= customer_context(link=link, now=now)
+    # The customer's own requests: instructions, another window, a message, the rating.
+    context |= page_context(link=link, now=now)
     if request.htmx:
         fingerprint = json.dumps([data, context.get("fingerprint_extra")], sort_keys=True, default=str)
         etag = quote_etag(hashlib.sha256(fingerprint.encode()).hexdigest()[:32])
@@ -118,14 +119,6 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
         response.headers["ETag"] = etag
         return private(response, revalidate=True)
     return private(render(request, "tracking/track.html", context))
-
-
-def customer_context(*, link, now) -> dict:
-    try:
-        from tracking.customer import page_context
-    except ImportError:
-        return {}
-    return page_context(link=link, now=now)
 
 
 def _proof_for(link) -> ProofOfDelivery:

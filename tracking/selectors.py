@@ -1,12 +1,30 @@
 """Reads for live data: the driver app (scoped to one driver) and the dispatcher's dashboard
 (scoped to one organisation)."""
 
-from dataclasses import dataclass, field
+import functools
+import hashlib
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Max, Prefetch, QuerySet, Sum
+from django.db import connection
+from django.db.models import (
+    Aggregate,
+    CharField,
+    Count,
+    F,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Cast
+from django.urls import reverse
 from django.utils import timezone
 
 from dispatch.models import Depot, Driver, Organization, Route, Stop, StopEvent
@@ -105,49 +123,86 @@ def arrival_suggestion(
 
 
 # --- The dispatcher's live dashboard ------------------------------------------------------------
-# Polled every few seconds by every open browser, so its reads are a fixed number of queries
-# whatever the number of drivers and stops (bench/ measures it). Scoped to one organisation.
+# Polled every 5 s by every open browser, so its reads are a fixed number of queries whatever the
+# number of drivers and stops (bench/live measures it), and they read rows, not model instances:
+# per-route counts are computed by the database, never by looping over stops. The polled #live
+# partial carries what changes often (progress, positions, alerts, stop states as sequence
+# numbers); the map's geometry (route lines, stop positions and labels, depots) comes from
+# /live/map.json, fetched again only when the partial's `map_version` changes. Scoped to one
+# organisation.
 
 # A fix older than this is drawn greyed out: the driver's phone may have lost signal.
 STALE_AFTER = timedelta(minutes=5)
 ROUTE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 OPEN_STOP_STATUSES = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARRIVED)
 FAILED_STOP_STATUSES = (Stop.Status.FAILED, Stop.Status.SKIPPED)
+CLOSED_STOP_STATUSES = (Stop.Status.COMPLETED, *FAILED_STOP_STATUSES)
+ROUTE_STATUS_LABELS = dict(Route.Status.choices)
+_NAME_FIELDS = ("driver__user__first_name", "driver__user__last_name", "driver__user__username")
+
+
+class _CommaList(Aggregate):
+    """The group's values as text joined by commas, in no particular order (STRING_AGG on
+    PostgreSQL, GROUP_CONCAT on SQLite); NULL for an empty group. Takes `filter=` like Count."""
+
+    function = "STRING_AGG"
+    output_field = CharField()
+
+    def __init__(self, expression, **extra):
+        super().__init__(Cast(expression, CharField()), Value(","), **extra)
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, function="GROUP_CONCAT", **extra_context)
+
+
+@functools.cache
+def _fingerprint_sql() -> str:
+    """The fingerprint's one statement: per table, the row count and the latest time (or pk,
+    or version sum), as text. Plain SQL that PostgreSQL and SQLite both run, built once per
+    process from the models' names: on the 304 path the ORM took longer to build and compile
+    this query than the database took to answer it."""
+    quote = connection.ops.quote_name
+
+    def col(model, name: str) -> str:
+        return quote(model._meta.get_field(name).column)
+
+    def summary(model, where: str, *aggregates: str) -> str:
+        values = " || ' ' || ".join(f"COALESCE(CAST({a} AS TEXT), '')" for a in ("COUNT(*)", *aggregates))
+        table = quote(model._meta.db_table)
+        return f"(SELECT {values} FROM {table} WHERE {col(model, 'organization')} = %s{where})"
+
+    P, R, E, A = DriverPosition, Route, StopEvent, Alert
+    return "SELECT " + ", ".join(
+        [
+            summary(P, "", f"MAX({col(P, 'received_at')})"),
+            summary(R, f" AND {col(R, 'date')} = %s", f"SUM({col(R, 'version')})", f"MAX({col(R, 'id')})"),
+            summary(E, f" AND {col(E, 'recorded_at')} >= %s", f"MAX({col(E, 'recorded_at')})"),
+            summary(
+                A,
+                f" AND {col(A, 'resolved_at')} IS NULL",
+                f"MAX({col(A, 'raised_at')})",
+                f"MAX({col(A, 'acknowledged_at')})",
+            ),
+        ]
+    )
 
 
 def dashboard_fingerprint(*, organization: Organization, day: date, now: datetime) -> str:
-    """A cheap summary of everything the live dashboard shows, for its ETag (three queries).
+    """A cheap summary of everything the live dashboard shows, for its ETag (one query).
 
-    Stop transitions bump Route.version and write a StopEvent; new positions move
-    DriverPosition.received_at. The minute is part of it because ages, staleness and lateness
-    change with the clock alone.
+    Stop transitions and dispatchers' route edits bump Route.version, and anything that changes
+    today's orders or stops writes a StopEvent; new positions (and the travelled distance the
+    ingest keeps with them) move DriverPosition.received_at; raising, acknowledging and
+    resolving an alert each write a time. The minute is part of it because ages, staleness and
+    lateness change with the clock alone.
     """
-    positions = DriverPosition.objects.filter(organization=organization).aggregate(
-        n=Count("pk"), last=Max("received_at")
-    )
-    routes = Route.objects.filter(organization=organization, date=day).aggregate(
-        n=Count("pk"), versions=Sum("version"), last_pk=Max("pk")
-    )
-    # Anything that changes today's orders or stops writes an event today (order created or
-    # moved to today, stop arrived, delivered, failed...).
     start, _end = local_day_bounds(day, organization.tzinfo)
-    events = StopEvent.objects.filter(organization=organization, recorded_at__gte=start).aggregate(
-        n=Count("pk"), last=Max("recorded_at")
-    )
-    # Raising, acknowledging and resolving each write a time: their maximum moves on any change.
-    alerts = Alert.objects.filter(organization=organization, resolved_at=None).aggregate(
-        n=Count("pk"), last=Max("raised_at"), acknowledged=Max("acknowledged_at")
-    )
-    last_position = positions["last"].timestamp() if positions["last"] else 0
-    last_event = events["last"].timestamp() if events["last"] else 0
-    last_alert = max((t.timestamp() for t in (alerts["last"], alerts["acknowledged"]) if t), default=0)
-    return (
-        f"{organization.pk}-{day:%Y%m%d}-{int(now.timestamp() // 60)}"
-        f"-p{positions['n']}.{last_position}"
-        f"-r{routes['n']}.{routes['versions'] or 0}.{routes['last_pk'] or 0}"
-        f"-e{events['n']}.{last_event}"
-        f"-a{alerts['n']}.{last_alert}"
-    )
+    ops, org = connection.ops, organization.pk
+    params = [org, org, ops.adapt_datefield_value(day), org, ops.adapt_datetimefield_value(start), org]
+    with connection.cursor() as cursor:
+        cursor.execute(_fingerprint_sql(), params)
+        values = cursor.fetchone()
+    return f"{org}-{day:%Y%m%d}-{int(now.timestamp() // 60)}-" + "-".join(map(str, values))
 
 
 def dashboard_alerts(*, organization: Organization, limit: int = 30) -> dict[str, Any]:
@@ -166,39 +221,9 @@ def alerts_visible_to(*, organization: Organization) -> QuerySet[Alert]:
     return Alert.objects.filter(organization=organization)
 
 
-@dataclass
-class RouteRow:
-    route: Route
-    colour: str
-    stops: list[Stop]
-    total: int = 0
-    done: int = 0
-    completed: int = 0
-    failed: int = 0
-    late: int = 0
-    projected_finish: datetime | None = None
-    position: DriverPosition | None = None
-    live: dict[str, Any] = field(default_factory=dict)  # the driver's map entry, if any
-
-
-def _stop_state(stop: Stop) -> str:
-    if stop.status == Stop.Status.COMPLETED:
-        return "done"
-    if stop.status in FAILED_STOP_STATUSES:
-        return "failed"
-    return "pending"
-
-
-def _is_late(stop: Stop, now: datetime) -> bool:
-    """An open stop planned after its window closes, or whose window has already closed."""
-    if stop.status not in OPEN_STOP_STATUSES:
-        return False
-    window_end = stop.order.window_end
-    if window_end is None:
-        return False
-    if stop.planned_arrival is not None and stop.planned_arrival > window_end:
-        return True
-    return window_end < now
+def _full_name(first: str, last: str, username: str) -> str:
+    """Driver.name from values() rows (User.get_full_name() or the username)."""
+    return f"{first} {last}".strip() or username
 
 
 def _age_text(seconds: float) -> str:
@@ -210,103 +235,210 @@ def _age_text(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min ago"
 
 
-def _position_json(p: DriverPosition, route_id: int | None, now: datetime) -> dict[str, Any]:
-    age = (now - p.recorded_at).total_seconds()
+def _position_json(p: dict[str, Any], route_id: int | None, now: datetime) -> dict[str, Any]:
+    """One driver's map entry from a DriverPosition values() row."""
+    age = (now - p["recorded_at"]).total_seconds()
     return {
-        "id": p.driver_id,
-        "name": p.driver.name,
+        "id": p["driver_id"],
+        "name": _full_name(*(p[f] for f in _NAME_FIELDS)),
         "route": route_id,
-        "lat": p.lat,
-        "lng": p.lng,
-        "heading": p.heading_deg,
-        "speed": p.speed_mps,
-        "source": p.source,
-        "source_label": "via tracker app" if p.source == Source.TRACKER else "via driver app",
-        "recorded_at": p.recorded_at.isoformat(),
-        "age_s": int(age),
+        "lat": p["lat"],
+        "lng": p["lng"],
+        "heading": p["heading_deg"],
+        "speed": p["speed_mps"],
+        "source_label": "via tracker app" if p["source"] == Source.TRACKER else "via driver app",
         "age": _age_text(age),
         "stale": age > STALE_AFTER.total_seconds(),
     }
 
 
-def dashboard_live(*, organization: Organization, day: date, now: datetime) -> dict[str, Any]:
-    """Today's routes with progress, drivers' latest positions and depots (four queries).
+def _route_rows(*, organization: Organization, day: date, now: datetime) -> list[dict[str, Any]]:
+    """Today's routes as values() rows, each with its progress counted by the database (two
+    queries: the routes, and their stops ⟕ orders grouped by route).
 
-    Returns {"rows": [RouteRow], "idle_positions": [DriverPosition with .live], "map": dict}.
+    Per row: total, done (closed), failed (failed or skipped), late (open, with a window that
+    closes before the planned arrival or has closed already), last_arrival (the planned arrival
+    of the last stop in sequence), done_seqs / failed_seqs (the sequences of completed and of
+    failed stops, comma-separated, unordered; the map colours stops by them), and the geometry
+    summary the map version is made of (g_*).
     """
-    routes = list(
+    last_arrival = (
+        Stop.objects.filter(route=OuterRef("pk")).order_by("-sequence").values("planned_arrival")[:1]
+    )
+    rows = list(
         Route.objects.filter(organization=organization, date=day)
-        .select_related("driver__user", "depot", "vehicle")
-        .prefetch_related(
-            Prefetch(
-                "stops",
-                queryset=Stop.objects.select_related("order").order_by("sequence"),
-                to_attr="ordered_stops",
-            )
+        .order_by(*_NAME_FIELDS, "pk")
+        .values(
+            "pk",
+            "status",
+            "driver_id",
+            "started_at",
+            "planned_end",
+            "travelled_distance_m",
+            *_NAME_FIELDS,
+            "vehicle__name",
+            "depot_id",
+            "depot__name",
+            "depot__lat",
+            "depot__lng",
         )
-        .order_by("driver__user__first_name", "driver__user__last_name", "driver__user__username", "pk")
+        .annotate(last_arrival=Subquery(last_arrival))
     )
-    positions = {
-        p.driver_id: p
-        for p in DriverPosition.objects.filter(organization=organization).select_related("driver__user")
+    late = (
+        Q(status__in=OPEN_STOP_STATUSES)
+        & Q(order__window_end__isnull=False)
+        & (Q(planned_arrival__gt=F("order__window_end")) | Q(order__window_end__lt=now))
+    )
+    progress = {
+        p.pop("route_id"): p
+        for p in Stop.objects.filter(
+            organization=organization, route__organization=organization, route__date=day
+        )
+        .order_by()
+        .values("route_id")
+        .annotate(
+            total=Count("pk"),
+            done=Count("pk", filter=Q(status__in=CLOSED_STOP_STATUSES)),
+            failed=Count("pk", filter=Q(status__in=FAILED_STOP_STATUSES)),
+            late=Count("pk", filter=late),
+            done_seqs=_CommaList("sequence", filter=Q(status=Stop.Status.COMPLETED)),
+            failed_seqs=_CommaList("sequence", filter=Q(status__in=FAILED_STOP_STATUSES)),
+            # Which stops, in which order, where: changes when stops are added, removed, moved
+            # or re-sequenced, or an order's coordinates change; not when a stop's state does.
+            g_last=Max("pk"),
+            g_order=Sum(F("sequence") * F("pk")),
+            g_lat=Sum("order__lat"),
+            g_lng=Sum("order__lng"),
+        )
     }
-    depots = list(Depot.objects.filter(organization=organization, is_active=True))
-
-    rows = []
-    for i, route in enumerate(routes):
-        stops = route.ordered_stops
-        states = [_stop_state(s) for s in stops]
-        last_arrival = stops[-1].planned_arrival if stops else None
-        row = RouteRow(
-            route=route,
-            colour=ROUTE_COLOURS[i % len(ROUTE_COLOURS)],
-            stops=stops,
-            total=len(stops),
-            done=sum(1 for s in stops if s.status not in OPEN_STOP_STATUSES),
-            completed=states.count("done"),
-            failed=states.count("failed"),
-            late=sum(1 for s in stops if _is_late(s, now)),
-            projected_finish=route.planned_end or last_arrival,
-            position=positions.get(route.driver_id),
-        )
-        if row.position:
-            row.live = _position_json(row.position, route.pk, now)
-        rows.append(row)
-    on_route = {row.route.driver_id for row in rows}
-    idle_positions = sorted(
-        (p for p in positions.values() if p.driver_id not in on_route), key=lambda p: p.driver.name
+    empty = dict.fromkeys(("total", "done", "failed", "late"), 0) | dict.fromkeys(
+        ("done_seqs", "failed_seqs", "g_last", "g_order", "g_lat", "g_lng")
     )
-    for p in idle_positions:
-        p.live = _position_json(p, None, now)
+    for row in rows:
+        row.update(progress.get(row["pk"], empty))
+    return rows
 
+
+def _map_version(rows: list[dict[str, Any]]) -> str:
+    """The map geometry's version: the routes in their order (colours follow it), each one's
+    driver, depot and stops. Depots are not in it: a depot edit shows on the next page load."""
+    geometry = [
+        (
+            r["pk"],
+            r["driver_id"],
+            *(r[f] for f in _NAME_FIELDS),
+            r["depot_id"],
+            r["depot__lat"],
+            r["depot__lng"],
+        )
+        + (r["total"], r["g_last"], r["g_order"], r["g_lat"], r["g_lng"])
+        for r in rows
+    ]
+    return hashlib.sha256(repr(geometry).encode()).hexdigest()[:16]
+
+
+def dashboard_live(*, organization: Organization, day: date, now: datetime) -> dict[str, Any]:
+    """What the polled #live partial shows: today's routes with their progress, the drivers'
+    latest positions and the map's live layer (three queries: routes, their stops counted by
+    route, positions; dicts, no model instances).
+
+    Returns {"rows": [route row], "idle_positions": [driver map entry], "map": dict}, where the
+    map dict is {"map_version", "drivers": [entry], "states": {route id: {"done",
+    "failed"}}} (stop sequences, comma-separated; any other stop is pending).
+    """
+    rows = _route_rows(organization=organization, day=day, now=now)
+    positions = {
+        p["driver_id"]: p
+        for p in DriverPosition.objects.filter(organization=organization).values(
+            "driver_id", "lat", "lng", "heading_deg", "speed_mps", "source", "recorded_at", *_NAME_FIELDS
+        )
+    }
+    # reverse() once, not once per route.
+    url_template = reverse("dispatch:route_detail", args=[999999999])
+    on_route = set()
+    for i, r in enumerate(rows):
+        on_route.add(r["driver_id"])
+        r["colour"] = ROUTE_COLOURS[i % len(ROUTE_COLOURS)]
+        r["name"] = _full_name(*(r[f] for f in _NAME_FIELDS))
+        r["status_label"] = ROUTE_STATUS_LABELS.get(r["status"], r["status"])
+        r["projected_finish"] = r["planned_end"] or r["last_arrival"]
+        r["travelled_km"] = r["travelled_distance_m"] / 1000
+        r["url"] = url_template.replace("999999999", str(r["pk"]))
+        position = positions.get(r["driver_id"])
+        r["live"] = _position_json(position, r["pk"], now) if position else None
+    idle_positions = sorted(
+        (_position_json(p, None, now) for p in positions.values() if p["driver_id"] not in on_route),
+        key=lambda entry: entry["name"],
+    )
     map_data = {
-        "now": now.isoformat(),
-        "depots": [{"id": d.pk, "name": d.name, "lat": d.lat, "lng": d.lng} for d in depots],
-        "drivers": [row.live for row in rows if row.live] + [p.live for p in idle_positions],
-        "routes": [
-            {
-                "id": row.route.pk,
-                "driver": row.route.driver_id,
-                "name": row.route.driver.name,
-                "colour": row.colour,
-                "depot": [row.route.depot.lat, row.route.depot.lng],
-                "stops": [
-                    {
-                        "id": s.pk,
-                        "n": s.sequence,
-                        "lat": s.order.lat,
-                        "lng": s.order.lng,
-                        "state": _stop_state(s),
-                        "label": s.order.address,
-                    }
-                    for s in row.stops
-                    if s.order.lat is not None
-                ],
-            }
-            for row in rows
-        ],
+        "map_version": _map_version(rows),
+        "drivers": [r["live"] for r in rows if r["live"]] + idle_positions,
+        "states": {
+            str(r["pk"]): {"done": r["done_seqs"] or "", "failed": r["failed_seqs"] or ""}
+            for r in rows
+            if r["done_seqs"] or r["failed_seqs"]
+        },
     }
     return {"rows": rows, "idle_positions": idle_positions, "map": map_data}
+
+
+@dataclass
+class DashboardMap:
+    """The map's geometry for /live/map.json: `version` is the partial's map_version, `etag`
+    adds the depots. `data()` reads the stops (one more query)."""
+
+    organization: Organization
+    day: date
+    version: str
+    etag: str
+    routes: list[dict[str, Any]]
+    depots: list[dict[str, Any]]
+
+    def data(self) -> dict[str, Any]:
+        stops: dict[int, list[dict[str, Any]]] = {}
+        for route_id, pk, sequence, lat, lng, address in (
+            Stop.objects.filter(
+                organization=self.organization,
+                route__organization=self.organization,
+                route__date=self.day,
+                order__lat__isnull=False,
+                order__lng__isnull=False,
+            )
+            .order_by("route_id", "sequence")
+            .values_list("route_id", "pk", "sequence", "order__lat", "order__lng", "order__address")
+        ):
+            stops.setdefault(route_id, []).append(
+                {"id": pk, "n": sequence, "lat": lat, "lng": lng, "label": address}
+            )
+        return {
+            "map_version": self.version,
+            "depots": self.depots,
+            "routes": [{**route, "stops": stops.get(route["id"], [])} for route in self.routes],
+        }
+
+
+def dashboard_map(*, organization: Organization, day: date, now: datetime) -> DashboardMap:
+    """Today's route lines, stops and the active depots for the live map (two queries; one more
+    in DashboardMap.data())."""
+    rows = _route_rows(organization=organization, day=day, now=now)
+    depots = list(
+        Depot.objects.filter(organization=organization, is_active=True)
+        .order_by("name", "pk")
+        .values("id", "name", "lat", "lng")
+    )
+    routes = [
+        {
+            "id": r["pk"],
+            "driver": r["driver_id"],
+            "name": _full_name(*(r[f] for f in _NAME_FIELDS)),
+            "colour": ROUTE_COLOURS[i % len(ROUTE_COLOURS)],
+            "depot": [r["depot__lat"], r["depot__lng"]],
+        }
+        for i, r in enumerate(rows)
+    ]
+    version = _map_version(rows)
+    etag = hashlib.sha256(f"{organization.pk}-{day}-{version}-{depots!r}".encode()).hexdigest()[:32]
+    return DashboardMap(organization, day, version, etag, routes, depots)
 
 
 # --- The customer's tracking page (issue #6) -----------------------------------------------------

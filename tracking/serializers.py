@@ -85,6 +85,7 @@ class DriverOrderSerializer(serializers.ModelSerializer):
             "parcels",
             "service_minutes",
             "instructions",
+            "customer_instructions",  # what the customer asked on the tracking page, shown apart
         ]
 
 

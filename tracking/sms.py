@@ -109,7 +109,9 @@ class HttpBackend:
         if response.status >= 500:
             raise SendError(f"The SMS provider answered {response.status}: {text}", ambiguous=True)
         if response.status >= 300:
-            raise SendError(f"The SMS provider refused the message ({response.status}): {text}", ambiguous=False)
+            raise SendError(
+                f"The SMS provider refused the message ({response.status}): {text}", ambiguous=False
+            )
         try:
             data = json.loads(answer or b"{}")
         except ValueError:

@@ -3,8 +3,8 @@
 import logging
 
 from tracking.alerts import alerts_sweep
-from tracking.notifications import notification_send, notifications_sweep
 from tracking.eta import eta_recompute
+from tracking.notifications import notification_send, notifications_sweep
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,19 @@
 from django.urls import path
 
-from tracking import driver_views, link_views, public_views, tracker_views, views
+from tracking import (
+    customer_views,
+    driver_views,
+    link_views,
+    notification_views,
+    public_views,
+    tracker_views,
+    views,
+)
 
 app_name = "tracking"
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    path("live/map.json", views.dashboard_map_json, name="dashboard_map"),
     path("alerts/<int:pk>/acknowledge/", views.alert_acknowledge, name="alert_acknowledge"),
     path("driver/", driver_views.driver_home, name="driver_home"),
     path("orders/<int:pk>/tracking-link/", link_views.order_tracking_link, name="order_tracking_link"),
@@ -18,6 +27,17 @@ urlpatterns = [
     ),
     path("t/<str:token>/signature/", public_views.track_signature, name="track_signature"),
     path("t/<str:token>/logo/", public_views.track_logo, name="track_logo"),
+    # The customer's self-service (tracking.customer_views) and the dispatcher's answers.
+    path("t/<str:token>/instructions/", customer_views.customer_instructions, name="customer_instructions"),
+    path("t/<str:token>/window/", customer_views.customer_window, name="customer_window"),
+    path("t/<str:token>/message/", customer_views.customer_message, name="customer_message"),
+    path("t/<str:token>/rating/", customer_views.customer_rating, name="customer_rating"),
+    path("orders/<int:pk>/requests/", customer_views.order_requests, name="order_requests"),
+    path("requests/<int:pk>/decide/", customer_views.customer_request_decide, name="customer_request_decide"),
+    # Customer messages (tracking.notifications): opt-out link, STOP replies, the order's log.
+    path("t/<str:token>/unsubscribe/", notification_views.unsubscribe, name="unsubscribe"),
+    path("notifications/sms/inbound/", notification_views.sms_inbound, name="sms_inbound"),
+    path("orders/<int:pk>/messages/", notification_views.order_messages, name="order_messages"),
     path("drivers/<int:driver_id>/trackers/", tracker_views.driver_trackers, name="driver_trackers"),
     path("trackers/<int:pk>/revoke/", tracker_views.driver_tracker_revoke, name="driver_tracker_revoke"),
 ]

@@ -2,10 +2,11 @@ import hashlib
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.functional import SimpleLazyObject
 from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -15,7 +16,13 @@ from dispatch.models import Membership, Order
 from dispatch.selectors import membership_for, order_status_counts
 from dispatch.timeutils import local_today
 from tracking import alerts, customer
-from tracking.selectors import alerts_visible_to, dashboard_alerts, dashboard_fingerprint, dashboard_live
+from tracking.selectors import (
+    alerts_visible_to,
+    dashboard_alerts,
+    dashboard_fingerprint,
+    dashboard_live,
+    dashboard_map,
+)
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -30,11 +37,23 @@ def _portal_membership(request: HttpRequest):
 
 
 def _render_dashboard(
-    request: HttpRequest, organization, *, now, partial: bool, decide_error: dict | None = None
+    request: HttpRequest,
+    organization,
+    *,
+    now,
+    partial: bool,
+    decide_error: dict | None = None,
+    fingerprint: str | None = None,
 ) -> HttpResponse:
     today = local_today(organization.tzinfo, now)
-    counts = order_status_counts(user=request.user, day=today)
-    live = dashboard_live(organization=organization, day=today, now=now)
+    if fingerprint is None:
+        fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
+    # Read only if the template renders them: the order counts and the routes are in {% cache %}
+    # fragments keyed by the fingerprint (see dashboard.html), shared by every dispatcher of
+    # the organisation and every process, so a poll whose fingerprint was rendered before runs
+    # none of their queries. The alerts carry a CSRF token and are rendered every time.
+    counts = SimpleLazyObject(lambda: order_status_counts(user=request.user, day=today))
+    live = SimpleLazyObject(lambda: dashboard_live(organization=organization, day=today, now=now))
     alerts = dashboard_alerts(organization=organization)
     template = "tracking/dashboard.html" + ("#live" if partial else "")
     return render(
@@ -44,12 +63,11 @@ def _render_dashboard(
             "nav": "dashboard",
             "today": today,
             "now": now,
+            "fingerprint": fingerprint,
             "counts": counts,
-            "total": sum(counts.values()),
+            "total": SimpleLazyObject(lambda: sum(counts.values())),
             "status_choices": Order.Status.choices,
-            "rows": live["rows"],
-            "idle_positions": live["idle_positions"],
-            "map_data": live["map"],
+            "live": live,
             "alerts": alerts["unseen"],
             "alerts_seen_count": alerts["seen_count"],
             # Why accepting or declining a customer's request failed (tracking.customer_views).
@@ -72,7 +90,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     membership = _portal_membership(request)
     organization = membership.organization
     now = timezone.now()
-    etag = None
+    etag = fingerprint = None
     if request.htmx:
         # Only the partial: the full page carries a CSRF token that must not come from a cache.
         today = local_today(organization.tzinfo, now)
@@ -82,10 +100,29 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
         if not_modified is not None:
             patch_cache_control(not_modified, private=True, no_cache=True)
             return not_modified
-    response = _render_dashboard(request, organization, now=now, partial=bool(request.htmx))
+    response = _render_dashboard(
+        request, organization, now=now, partial=bool(request.htmx), fingerprint=fingerprint
+    )
     if etag:
         response.headers["ETag"] = etag
         patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+@require_GET
+@login_required
+def dashboard_map_json(request: HttpRequest) -> HttpResponse:
+    """The live map's geometry (route lines, stops, depots) for dashboard.js, which fetches it
+    once and again when the #live partial's map_version changes. 304 while it is unchanged."""
+    organization = _portal_membership(request).organization
+    now = timezone.now()
+    geometry = dashboard_map(organization=organization, day=local_today(organization.tzinfo, now), now=now)
+    etag = quote_etag(geometry.etag)
+    response = get_conditional_response(request, etag=etag)
+    if response is None:
+        response = JsonResponse(geometry.data())
+        response.headers["ETag"] = etag
+    patch_cache_control(response, private=True, no_cache=True)
     return response
 
 

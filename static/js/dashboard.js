@@ -1,15 +1,19 @@
 // Dispatcher's live dashboard: one Leaflet map, created once. htmx swaps the #live partial every
-// few seconds; after each swap we re-read its JSON (#live-data) and move, restyle, add or remove
-// markers and lines in place, so the map keeps its zoom and nobody's view jumps.
+// few seconds; its JSON (#live-data) carries only what changes often: drivers' positions, the
+// stops' states (sequences of done and failed stops per route) and `map_version`. The geometry
+// (route lines, stops, labels, depots) comes from /live/map.json (data-map-url), fetched once
+// and again only when map_version changes. Markers and lines are moved, restyled, added or
+// removed in place, so the map keeps its zoom and nobody's view jumps.
 (function () {
   "use strict";
   var STOP_COLOURS = { pending: "#667085", done: "#067647", failed: "#b42318" };
   var map = null, fitted = false;
   var depots = {}, drivers = {}, lines = {}, stops = {};
-  var routeStops = {}; // route id -> [stop ids], for focusing a route
   var focused = null;
 
-  var current = null; // the data last drawn
+  var current = null; // the live data last drawn
+  var geometry = null; // the map.json last drawn
+  var loading = null; // the map_version being fetched
 
   // On the first load the JSON is in the page. htmx (allowScriptTags: false) removes every
   // <script> from swapped-in content, so after a poll we read it from the response itself, in
@@ -66,6 +70,89 @@
     });
   }
 
+  // Fetches the geometry of `version`; the browser revalidates it with its ETag (a 304 when
+  // nothing changed). On failure the next poll tries again.
+  function loadGeometry(version) {
+    var el = document.getElementById("dash-map");
+    if (!el || !el.dataset.mapUrl || loading === version) return;
+    loading = version;
+    fetch(el.dataset.mapUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("map.json: " + response.status);
+        return response.json();
+      })
+      .then(function (data) { geometry = data; drawGeometry(); draw(); })
+      .catch(function () { /* the next poll retries */ })
+      .then(function () { loading = null; });
+  }
+
+  // Route lines, stop markers and depots: redrawn only when a new map.json arrives.
+  function drawGeometry() {
+    var data = geometry;
+    sync(depots, data.depots, function (d) {
+      return L.marker([d.lat, d.lng], {
+        icon: L.divIcon({ className: "depot-icon", html: "D", iconSize: [22, 22] }), zIndexOffset: -100,
+      }).bindTooltip(textElement(d.name)).addTo(map);
+    }, function (m, d) { m.setLatLng([d.lat, d.lng]); m.setTooltipContent(textElement(d.name)); });
+
+    sync(lines, data.routes, function (r) {
+      return L.polyline(routeLine(r), { color: r.colour, weight: 3, opacity: 0.7 }).addTo(map);
+    }, function (line, r) { line.setLatLngs(routeLine(r)); line.setStyle({ color: r.colour }); });
+
+    var allStops = [];
+    data.routes.forEach(function (route) {
+      route.stops.forEach(function (s) {
+        allStops.push({ id: s.id, route: route.id, n: s.n, lat: s.lat, lng: s.lng, label: s.label, colour: route.colour, driverName: route.name });
+      });
+    });
+    sync(stops, allStops, function (s) {
+      var m = L.circleMarker([s.lat, s.lng], stopStyle(s, "pending")).bindTooltip(stopTooltip(s, "pending")).addTo(map);
+      m.dashStop = s;
+      m.dashState = "pending";
+      return m;
+    }, function (m, s) {
+      m.setLatLng([s.lat, s.lng]);
+      m.dashStop = s;
+      m.dashState = null; // restyled by paintStates
+    });
+
+    if (!fitted) {
+      var bounds = L.latLngBounds([]);
+      data.depots.forEach(function (d) { bounds.extend([d.lat, d.lng]); });
+      allStops.forEach(function (s) { bounds.extend([s.lat, s.lng]); });
+      Object.keys(drivers).forEach(function (id) { bounds.extend(drivers[id].getLatLng()); });
+      if (bounds.isValid()) {
+        map.fitBounds(bounds, { padding: [20, 20], animate: false, maxZoom: 15 });
+        fitted = true;
+      }
+    }
+  }
+
+  // The partial's states: per route id, comma-separated sequences of done and failed stops.
+  function stateIndex(states) {
+    var index = {};
+    Object.keys(states || {}).forEach(function (route) {
+      ["done", "failed"].forEach(function (state) {
+        (states[route][state] || "").split(",").forEach(function (n) {
+          if (n) index[route + ":" + n] = state;
+        });
+      });
+    });
+    return index;
+  }
+
+  function paintStates(data) {
+    var index = stateIndex(data.states);
+    Object.keys(stops).forEach(function (id) {
+      var m = stops[id], s = m.dashStop;
+      var state = index[s.route + ":" + s.n] || "pending";
+      if (m.dashState === state) return;
+      m.dashState = state;
+      m.setStyle(stopStyle(s, state));
+      m.setTooltipContent(stopTooltip(s, state));
+    });
+  }
+
   function draw() {
     var el = document.getElementById("dash-map");
     var data = readData();
@@ -74,56 +161,20 @@
     if (!map) {
       map = L.map(el, { zoomSnap: 0.25 });
       L.tileLayer(el.dataset.tileUrl, { maxZoom: 19, attribution: el.dataset.tileAttribution }).addTo(map);
+      map.setView([0, 0], 2);
     }
-    var allStops = [];
-    routeStops = {};
-    data.routes.forEach(function (route) {
-      routeStops[route.id] = [];
-      route.stops.forEach(function (s) {
-        allStops.push(Object.assign({ route: route.id, colour: route.colour, driverName: route.name }, s));
-        routeStops[route.id].push(s.id);
-      });
-    });
-
-    sync(depots, data.depots, function (d) {
-      return L.marker([d.lat, d.lng], {
-        icon: L.divIcon({ className: "depot-icon", html: "D", iconSize: [22, 22] }), zIndexOffset: -100,
-      }).bindTooltip(textElement(d.name)).addTo(map);
-    }, function (m, d) { m.setLatLng([d.lat, d.lng]); });
-
-    sync(lines, data.routes, function (r) {
-      return L.polyline(routeLine(r), { color: r.colour, weight: 3, opacity: 0.7 }).addTo(map);
-    }, function (line, r) { line.setLatLngs(routeLine(r)); line.setStyle({ color: r.colour }); });
-
-    sync(stops, allStops, function (s) {
-      return L.circleMarker([s.lat, s.lng], stopStyle(s))
-        .bindTooltip(textElement(s.driverName + ": " + s.n + ". " + s.label + " (" + s.state + ")"))
-        .addTo(map);
-    }, function (m, s) {
-      m.setLatLng([s.lat, s.lng]).setStyle(stopStyle(s));
-      m.setTooltipContent(textElement(s.driverName + ": " + s.n + ". " + s.label + " (" + s.state + ")"));
-    });
+    if (!geometry || geometry.map_version !== data.map_version) loadGeometry(data.map_version);
 
     sync(drivers, data.drivers, function (d) {
       var m = L.marker([d.lat, d.lng], { icon: driverIcon(d), zIndexOffset: 1000, title: d.name })
         .bindTooltip(driverTooltip(d)).addTo(map);
-      m.dashHeading = d.heading;
       rotate(m, d.heading);
       return m;
     }, function (m, d) {
       m.setLatLng([d.lat, d.lng]).setIcon(driverIcon(d)).setTooltipContent(driverTooltip(d));
       rotate(m, d.heading);
     });
-
-    if (!fitted) {
-      var bounds = L.latLngBounds([]);
-      data.depots.forEach(function (d) { bounds.extend([d.lat, d.lng]); });
-      data.drivers.forEach(function (d) { bounds.extend([d.lat, d.lng]); });
-      allStops.forEach(function (s) { bounds.extend([s.lat, s.lng]); });
-      if (bounds.isValid()) map.fitBounds(bounds, { padding: [20, 20], animate: false, maxZoom: 15 });
-      else map.setView([0, 0], 2);
-      fitted = true;
-    }
+    if (geometry) paintStates(data);
     paintSwatches();
     markFocused();
   }
@@ -135,9 +186,13 @@
     return line;
   }
 
-  function stopStyle(s) {
-    var colour = STOP_COLOURS[s.state] || STOP_COLOURS.pending;
+  function stopStyle(s, state) {
+    var colour = STOP_COLOURS[state] || STOP_COLOURS.pending;
     return { radius: 6, color: s.colour, weight: 2, fillColor: colour, fillOpacity: 0.95 };
+  }
+
+  function stopTooltip(s, state) {
+    return textElement(s.driverName + ": " + s.n + ". " + s.label + " (" + state + ")");
   }
 
   function paintSwatches() {
@@ -167,7 +222,7 @@
     } else if (target.route) {
       var line = lines[target.route];
       if (line) map.fitBounds(line.getBounds(), { padding: [30, 30], maxZoom: 16 });
-      var route = data && data.routes.filter(function (r) { return String(r.id) === String(target.route); })[0];
+      var route = geometry && geometry.routes.filter(function (r) { return String(r.id) === String(target.route); })[0];
       if (route && drivers[route.driver]) drivers[route.driver].openTooltip();
       if (line) line.bringToFront();
     }

@@ -6,10 +6,12 @@ import re
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from dispatch.models import Stop
+from dispatch.models import Route, Stop
 from tests.factories import (
     DepotFactory,
     DriverFactory,
@@ -40,6 +42,23 @@ def live_data(html: str) -> dict:
     return json.loads(match.group(1))
 
 
+def map_json(client) -> dict:
+    response = client.get("/live/map.json")
+    assert response.status_code == 200, response.status_code
+    return response.json()
+
+
+def stop_states(data: dict, route_id: int) -> dict[str, list[int]]:
+    """The partial's stop states of one route: sequences of done and failed stops, sorted."""
+    states = data["states"].get(str(route_id), {})
+    return {k: sorted(int(n) for n in states.get(k, "").split(",") if n) for k in ("done", "failed")}
+
+
+def touch(route) -> None:
+    """What dispatch's services do with every change of a route's stops: bump its version."""
+    Route.objects.filter(pk=route.pk).update(version=F("version") + 1)
+
+
 def route_with_stops(org, depot, *, done: int, total: int, name: str = "Dana", **route_fields):
     route = RouteFactory(
         organization=org,
@@ -65,7 +84,6 @@ def test_page_shows_routes_progress_and_map_data(dispatcher_client, org, depot):
     assert "3 / 10" in html
     assert 'id="dash-map"' in html and 'id="live"' in html and 'hx-trigger="every 5s"' in html
     data = live_data(html)
-    assert [d["name"] for d in data["depots"]] == ["Kreuzberg depot"]
     [driver] = data["drivers"]
     assert (driver["name"], driver["route"], driver["heading"], driver["stale"]) == (
         "Dana Driver",
@@ -73,8 +91,54 @@ def test_page_shows_routes_progress_and_map_data(dispatcher_client, org, depot):
         90.0,
         False,
     )
-    [line] = data["routes"]
-    assert [s["state"] for s in line["stops"]] == ["done"] * 3 + ["pending"] * 7
+    assert stop_states(data, route.pk) == {"done": [1, 2, 3], "failed": []}
+    # The geometry comes once from /live/map.json, of the version the partial names.
+    geometry = map_json(dispatcher_client)
+    assert geometry["map_version"] == data["map_version"]
+    assert [d["name"] for d in geometry["depots"]] == ["Kreuzberg depot"]
+    [line] = geometry["routes"]
+    assert (line["id"], line["driver"], line["name"]) == (route.pk, route.driver_id, "Dana Driver")
+    assert [s["n"] for s in line["stops"]] == list(range(1, 11))
+    assert all(s["label"] for s in line["stops"])
+
+
+def test_failed_stops_are_counted_and_coloured(dispatcher_client, org, depot):
+    route = route_with_stops(org, depot, done=2, total=4)
+    Stop.objects.filter(route=route, sequence=3).update(status=Stop.Status.FAILED)
+    Stop.objects.filter(route=route, sequence=4).update(status=Stop.Status.ARRIVED)
+
+    html = dispatcher_client.get("/", headers=HTMX).content.decode()
+
+    assert "3 / 4" in html and "1 failed" in html
+    assert stop_states(live_data(html), route.pk) == {"done": [1, 2], "failed": [3]}
+
+
+def test_map_json_answers_304_and_its_version_ignores_stop_states(dispatcher_client, org, depot):
+    route = route_with_stops(org, depot, done=1, total=3)
+    first = dispatcher_client.get("/live/map.json")
+    etag = first.headers["ETag"]
+    assert dispatcher_client.get("/live/map.json", headers={"If-None-Match": etag}).status_code == 304
+    version = live_data(dispatcher_client.get("/", headers=HTMX).content.decode())["map_version"]
+
+    # A delivery changes the partial (states, counts) but not the geometry: no map re-fetch.
+    Stop.objects.filter(route=route, sequence=2).update(status=Stop.Status.COMPLETED)
+    touch(route)
+    data = live_data(dispatcher_client.get("/", headers=HTMX).content.decode())
+    assert data["map_version"] == version
+    assert stop_states(data, route.pk)["done"] == [1, 2]
+    assert dispatcher_client.get("/live/map.json", headers={"If-None-Match": etag}).status_code == 304
+
+    # A stop added to the route, or re-sequenced, is new geometry.
+    StopFactory(route=route, sequence=4)
+    touch(route)
+    data = live_data(dispatcher_client.get("/", headers=HTMX).content.decode())
+    assert data["map_version"] != version
+    moved = dispatcher_client.get("/live/map.json", headers={"If-None-Match": etag})
+    assert moved.status_code == 200 and moved.json()["map_version"] == data["map_version"]
+    version = data["map_version"]
+    Stop.objects.filter(route=route, sequence=1).update(sequence=9)
+    touch(route)
+    assert live_data(dispatcher_client.get("/", headers=HTMX).content.decode())["map_version"] != version
 
 
 def test_partial_is_only_the_live_section(dispatcher_client, org, depot):
@@ -155,6 +219,7 @@ def _fleet(org, depot, n: int) -> None:
 
 
 def _partial_queries(client) -> int:
+    cache.clear()  # the rendering of an unchanged fingerprint is shared (see the next test)
     with CaptureQueriesContext(connection) as queries:
         response = client.get("/", headers=HTMX)
     assert response.status_code == 200
@@ -164,13 +229,54 @@ def _partial_queries(client) -> int:
 def test_partial_query_count_does_not_grow_with_drivers(dispatcher_client, org, depot):
     _fleet(org, depot, 10)
     small = _partial_queries(dispatcher_client)
-    # session, user, membership, 4 for the ETag, counts, routes, stops, positions, depots, 2 for alerts
-    assert small == 14
+    # session, user, membership, 1 for the ETag, order counts, routes, their stops counted by
+    # route (one grouped query), positions, 2 for alerts
+    assert small == 10
 
     _fleet(org, depot, 190)
     html = dispatcher_client.get("/", headers=HTMX).content.decode()
     assert len(live_data(html)["drivers"]) == 200
     assert _partial_queries(dispatcher_client) == small
+
+
+def test_an_unchanged_fingerprint_is_rendered_once_for_every_dispatcher(
+    dispatcher_client, org, depot, org_admin, client
+):
+    _fleet(org, depot, 10)
+    first = dispatcher_client.get("/", headers=HTMX).content.decode()
+    client.force_login(org_admin)
+    with CaptureQueriesContext(connection) as queries:
+        second = client.get("/", headers=HTMX).content.decode()
+    # session, user, membership, the fingerprint and the 2 alert queries: the counts, routes
+    # and positions come from the cached rendering.
+    assert len(queries) == 6
+    assert live_data(second) == live_data(first)
+    assert second.count('class="dash-route"') == first.count('class="dash-route"') == 10
+
+
+def test_304_and_map_json_query_counts_do_not_grow_with_drivers(dispatcher_client, org, depot):
+    def counts() -> tuple[int, int, int]:
+        etag = dispatcher_client.get("/", headers=HTMX)["ETag"]
+        with CaptureQueriesContext(connection) as cached:
+            assert dispatcher_client.get("/", headers={**HTMX, "If-None-Match": etag}).status_code == 304
+        with CaptureQueriesContext(connection) as geometry:
+            response = dispatcher_client.get("/live/map.json")
+        with CaptureQueriesContext(connection) as geometry_cached:
+            assert (
+                dispatcher_client.get(
+                    "/live/map.json", headers={"If-None-Match": response["ETag"]}
+                ).status_code
+                == 304
+            )
+        return len(cached), len(geometry), len(geometry_cached)
+
+    _fleet(org, depot, 10)
+    small = counts()
+    # 304: session, user, membership, the ETag's one query. map.json: session, user,
+    # membership, routes, their stops counted by route, depots (its ETag), then the stops.
+    assert small == (4, 7, 6)
+    _fleet(org, depot, 40)
+    assert counts() == small
 
 
 def test_other_organisations_drivers_never_appear(dispatcher_client, org, depot, other_org):
@@ -183,9 +289,10 @@ def test_other_organisations_drivers_never_appear(dispatcher_client, org, depot,
         html = response.content.decode()
         assert "Ours Driver" in html
         assert "Theirs" not in html and "Idle" not in html
-        data = live_data(html)
-        assert data["drivers"] == []
-        assert [d["name"] for d in data["depots"]] == ["Kreuzberg depot"]
+        assert live_data(html)["drivers"] == []
+    geometry = map_json(dispatcher_client)
+    assert [d["name"] for d in geometry["depots"]] == ["Kreuzberg depot"]
+    assert [r["name"] for r in geometry["routes"]] == ["Ours Driver"]
 
 
 def test_dispatcher_of_org_b_sees_none_of_org_a(client, org, depot, other_dispatcher):
@@ -196,8 +303,9 @@ def test_dispatcher_of_org_b_sees_none_of_org_a(client, org, depot, other_dispat
     html = client.get("/", headers=HTMX).content.decode()
 
     assert "Dana" not in html and "3 / 10" not in html
-    data = live_data(html)
-    assert (data["drivers"], data["routes"], data["depots"]) == ([], [], [])
+    data, geometry = live_data(html), map_json(client)
+    assert (data["drivers"], data["states"], geometry["routes"], geometry["depots"]) == ([], {}, [], [])
+    assert "Dana" not in json.dumps(geometry)
 
 
 def test_driver_is_sent_to_the_driver_app(client, driver):
