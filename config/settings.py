@@ -110,6 +110,10 @@ if REDIS_URL:
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="doorstep"),
         }
     }
+    # Sessions read from Redis, written through to the database: every logged-in request (each
+    # dashboard poll, each driver upload) skips a query. Only with a shared cache: with a
+    # per-process memory cache a log-out would not reach the other processes' copies.
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -358,5 +362,7 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]}
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"axes": {"level": "WARNING"}},
+    # django-q logs every task it enqueues and runs at INFO: with a message per delivery that
+    # buries everything else. Q_LOG_LEVEL=INFO brings it back.
+    "loggers": {"axes": {"level": "WARNING"}, "django-q": {"level": env("Q_LOG_LEVEL", default="WARNING")}},
 }

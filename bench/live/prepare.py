@@ -11,14 +11,20 @@ app's own models (bulk_create: factories would take minutes for 3,000 rows of ea
   organisation of its own, so their positions do not change the dashboard being measured;
 - "dashboard": 200 drivers, 200 published/in-progress routes today, 2,000 stops, a position per
   driver, and the delivery events of the stops already done;
-- "small": the same shape with 10 drivers and 100 stops, to show the query count is constant.
+- "small": the same shape with 10 drivers and 100 stops, to show the query count is constant;
+- "tracking" (with --tracking-links N): the customers' side, N open orders on 100 in-progress
+  routes today (N / 100 open stops per route after 10 done ones), each stop with a live ETA,
+  each driver with a position, and a tracking link per open order (tracking_link_ensure); two
+  more routes of 5 and 200 stops for the query count.
 
 It then counts the SQL queries of one dashboard partial request in-process at 10 and at 200
-drivers, and writes the tokens, the dispatcher's session key and the counts to --out.
+drivers (and of the tracking partial on the 5- and 200-stop routes), and writes the tokens, the
+dispatcher's session key, the tracking tokens and the counts to --out.
 """
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -40,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dashboard-stops", type=int, default=2000)
     parser.add_argument("--small-drivers", type=int, default=10)
     parser.add_argument("--small-stops", type=int, default=100)
+    parser.add_argument(
+        "--tracking-links", type=int, default=0, help="open orders with a tracking link (0: none)"
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -79,7 +88,9 @@ def build(args) -> dict:
     small = _dashboard_org("small", args.small_drivers, args.small_stops, password, now, rng)
 
     User = get_user_model()
+    tracking = _tracking_org(args.tracking_links, password, now, rng) if args.tracking_links else None
     return {
+        "tracking": tracking,
         "tokens": [t.key for t in tokens],
         "dashboard_session": _session_for(User.objects.get(username="dashboard-dispatcher")),
         "dashboard": dash,
@@ -264,6 +275,173 @@ def _dashboard_org(prefix: str, n_drivers: int, n_stops: int, password: str, now
         "done": sum(1 for s in stops if s.arrived_at),
         "positions": len(positions),
         "today": today.isoformat(),
+    }
+
+
+TRACKING_ROUTES = 100
+TRACKING_DONE_PER_ROUTE = 10
+
+
+def _tracking_org(n_links: int, password: str, now: datetime, rng) -> dict:
+    """The customers' side of a day in progress: `n_links` open orders with a tracking link.
+
+    100 in-progress routes today; on each, 10 stops done (with their events) and n_links / 100
+    open ones, every stop with a live ETA updated a minute ago; a position per driver, fresh.
+    Then two routes more, of 5 and of 200 open stops, for the query count per partial.
+    """
+    from dispatch.models import Depot, Order, Organization, Route, Stop, StopEvent, Vehicle
+    from dispatch.timeutils import local_today
+    from tracking.links import link_token, tracking_link_ensure
+    from tracking.models import DriverPosition
+
+    org = Organization.objects.create(name="Bench tracking", slug="bench-tracking", timezone="Europe/Berlin")
+    tz = org.tzinfo
+    today = local_today(tz, now)
+    depot = Depot.objects.create(
+        organization=org, name="Kreuzberg", address="Lindenstraße 1", lat=52.5035, lng=13.3989
+    )
+    open_per_route = math.ceil(n_links / TRACKING_ROUTES)
+    shapes = [open_per_route] * TRACKING_ROUTES + [5, 200]  # open stops per route
+    drivers = _drivers(org, len(shapes), "tracking", password)
+    vehicles = Vehicle.objects.bulk_create(
+        [
+            Vehicle(organization=org, name=f"Van {i + 1}", registration=f"B-DS {i + 1}", capacity=80)
+            for i in range(len(shapes))
+        ]
+    )
+    routes = Route.objects.bulk_create(
+        [
+            Route(
+                organization=org,
+                date=today,
+                depot=depot,
+                driver=driver,
+                vehicle=vehicles[i],
+                status=Route.Status.IN_PROGRESS,
+                planned_start=now - timedelta(hours=3),
+                planned_end=now + timedelta(hours=6),
+                started_at=now - timedelta(hours=3),
+            )
+            for i, driver in enumerate(drivers)
+        ]
+    )
+    orders, stops = [], []
+    for i, (route, n_open) in enumerate(zip(routes, shapes, strict=True)):
+        done = TRACKING_DONE_PER_ROUTE if i < TRACKING_ROUTES else 0
+        for seq in range(1, done + n_open + 1):
+            is_done = seq <= done
+            arrival = now + timedelta(minutes=(seq - done) * 8)
+            orders.append(
+                Order(
+                    organization=org,
+                    external_ref=f"track-{i:03d}-{seq:03d}",
+                    status=Order.Status.DELIVERED if is_done else Order.Status.OUT_FOR_DELIVERY,
+                    recipient_name=f"Customer {i}-{seq}",
+                    address=f"Oranienstraße {seq}, 10999 Berlin",
+                    lat=BERLIN[0] + rng.uniform(-0.07, 0.07),
+                    lng=BERLIN[1] + rng.uniform(-0.11, 0.11),
+                    service_date=today,
+                    window_start=arrival - timedelta(hours=1),
+                    window_end=arrival + timedelta(hours=1),
+                )
+            )
+            stops.append(
+                Stop(
+                    organization=org,
+                    route=route,
+                    sequence=seq,
+                    planned_arrival=arrival,
+                    eta=None if is_done else arrival + timedelta(minutes=rng.randint(-10, 10)),
+                    eta_updated_at=None if is_done else now - timedelta(seconds=70),
+                    status=Stop.Status.COMPLETED if is_done else Stop.Status.PENDING,
+                    arrived_at=arrival if is_done else None,
+                )
+            )
+    orders = Order.objects.bulk_create(orders)
+    for stop, order in zip(stops, orders, strict=True):
+        stop.order = order
+    stops = Stop.objects.bulk_create(stops)
+    StopEvent.objects.bulk_create(
+        [
+            StopEvent(
+                organization=org,
+                order=stop.order,
+                stop=stop,
+                kind=StopEvent.Kind.DELIVERED,
+                from_status=Stop.Status.ARRIVED,
+                to_status=stop.status,
+                at=stop.arrived_at,
+            )
+            for stop in stops
+            if stop.arrived_at
+        ]
+    )
+    DriverPosition.objects.bulk_create(
+        [
+            DriverPosition(
+                driver=driver,
+                organization=org,
+                lat=BERLIN[0] + rng.uniform(-0.07, 0.07),
+                lng=BERLIN[1] + rng.uniform(-0.11, 0.11),
+                accuracy_m=8,
+                speed_mps=8,
+                heading_deg=rng.uniform(0, 360),
+                recorded_at=now - timedelta(seconds=5),
+                received_at=now - timedelta(seconds=5),
+            )
+            for driver in drivers
+        ]
+    )
+    # A link per open order, made the app's way (one query to look, one insert each).
+    open_stops = [s for s in stops if s.status == Stop.Status.PENDING]
+    main = [s for s in open_stops if s.route_id in {r.pk for r in routes[:TRACKING_ROUTES]}][:n_links]
+    tokens = [link_token(tracking_link_ensure(order=s.order, now=now)) for s in main]
+    queries = {}
+    for route, n_open in zip(routes[TRACKING_ROUTES:], shapes[TRACKING_ROUTES:], strict=True):
+        own = sorted((s for s in open_stops if s.route_id == route.pk), key=lambda s: s.sequence)
+        # The next stop (the driver shown) and the last one (hidden: many stops before it).
+        queries[str(n_open)] = {
+            which: _tracking_queries(link_token(tracking_link_ensure(order=stop.order, now=now)))
+            for which, stop in (("next", own[0]), ("last", own[-1]))
+        }
+    return {
+        "routes": TRACKING_ROUTES,
+        "stops": sum(1 for s in stops if s.route_id in {r.pk for r in routes[:TRACKING_ROUTES]}),
+        "open_per_route": open_per_route,
+        "links": len(tokens),
+        "tokens": tokens,
+        "queries": queries,
+    }
+
+
+def _tracking_queries(token: str) -> dict:
+    """SQL queries of one tracking partial poll (after a warm-up one): 200, then 304."""
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    cache.clear()  # the limiter's counters: 60 a minute from "127.0.0.1" would be reached here
+    client = Client()
+    path, htmx = f"/t/{token}/", {"HX-Request": "true"}
+    warm = client.get(path, headers=htmx)
+    assert warm.status_code == 200, warm.status_code
+    with CaptureQueriesContext(connection) as full:
+        response = client.get(path, headers=htmx)
+    assert response.status_code == 200, response.status_code
+    with CaptureQueriesContext(connection) as cached:
+        not_modified = client.get(path, headers={**htmx, "If-None-Match": response["ETag"]})
+    with CaptureQueriesContext(connection) as page:
+        client.get(path)
+    with CaptureQueriesContext(connection) as api:
+        client.get(f"/api/v1/track/{token}/")
+    return {
+        "partial": len(full),
+        "not_modified": len(cached) if not_modified.status_code == 304 else None,
+        "page": len(page),
+        "json": len(api),
+        "bytes": len(response.content),
+        "sql": [q["sql"][:160] for q in full.captured_queries],
     }
 
 

@@ -10,6 +10,12 @@ generator on the same machine:
              stops today, then the same with If-None-Match (304); ratios to the bare view and
              the SQL queries per request at 10 and 200 drivers (counted in-process)
   sustained  ING-1's mix (60 % single fixes, 40 % batches of 10-100) at 200 fixes/s, open loop
+  tracking   the customer tracking page: its htmx partial over 2,000 links (wrk rotating over
+             the tokens), the same answered 304 (If-None-Match per token), the full page and
+             the JSON twin, ratios to the bare view; SQL queries per partial on routes of 5 and
+             200 stops; and the rate limiter at its default rate on a second server (429)
+  trk1       TRK-1: 2,000 customers polling every 15 s (133 req/s, open loop, each with its last
+             ETag) while ING-1's mix runs at 200 fixes/s
 
 After every ingest phase the stored fixes are counted in the database and compared with the
 fixes the server acknowledged. Figures, not tests: nothing here fails a build.
@@ -17,6 +23,8 @@ fixes the server acknowledged. Figures, not tests: nothing here fails a build.
     python -m bench.live.run                              # both backends, about 5 minutes
     python -m bench.live.run --quick                      # PostgreSQL, short phases, ~30 s
     python -m bench.live.run --only sustained --duration 600 --backends postgresql  # ING-1 soak
+    python -m bench.live.run --only tracking,trk1 --backends postgresql  # customer page
+    python -m bench.live.run --only trk1 --duration 600 --backends postgresql       # TRK-1 soak
     python -m bench.live.run --json live.json
 """
 
@@ -32,20 +40,26 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.live import sustained
-from bench.live.server import Stack
+from bench.live import customers, sustained
+from bench.live.server import TRACKING_RATE_DEFAULT, TRACKING_RATE_LIFTED, Stack
 
 LUA = Path(__file__).resolve().parent / "lua"
-PHASES = ("ingest", "single", "dashboard", "sustained")
+PHASES = ("ingest", "single", "dashboard", "sustained", "tracking", "trk1")
 THROTTLE_NOTE = (
-    "DRF throttling: none of the measured endpoints has a throttle (the app's are on the token "
-    "login, the tracker-app endpoint and customer tracking pages); bench/live/settings.py "
-    "clears DEFAULT_THROTTLE_CLASSES anyway."
+    "DRF throttling: none of the measured endpoints has a DRF throttle (the app's are on the "
+    "token login and the tracker-app endpoint); bench/live/settings.py clears "
+    "DEFAULT_THROTTLE_CLASSES anyway."
+)
+TRACKING_RATE_NOTE = (
+    f"Customer tracking rate limit LIFTED for the load: TRACKING_RATE_PER_MINUTE={TRACKING_RATE_LIFTED:,} "
+    "(all load comes from 127.0.0.1; the app's default is 60 a minute per address). The limiter "
+    f"itself is checked on a second gunicorn at {TRACKING_RATE_DEFAULT}/min (row 'rate limit')."
 )
 
 
@@ -67,6 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument(
+        "--links", type=int, default=2000, help="tracking links = TRK-1's customers (default 2,000)"
+    )
+    parser.add_argument(
+        "--poll", type=float, default=15, help="TRK-1: seconds between a customer's polls (default 15)"
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="run every backend a second time with REDIS_URL set (cache and sessions in Redis)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="short phases on PostgreSQL only, well under a minute"
     )
     parser.add_argument("--json", metavar="FILE", help="save the rows and conditions as JSON")
@@ -79,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(phases) - set(PHASES) or set(backends) - {"postgresql", "sqlite"}
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
-    if shutil.which("wrk") is None and set(phases) - {"sustained"}:
+    if shutil.which("wrk") is None and set(phases) - {"sustained", "trk1"}:
         parser.error("wrk is needed: apt-get install wrk")
 
     # SIGTERM takes the same way out as Ctrl-C, through every `finally` and Stack.__exit__.
@@ -87,12 +112,24 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     rows: list[dict] = []
     workdir = Path(tempfile.mkdtemp(prefix="doorstep-bench-"))
+    tracking = bool({"tracking", "trk1"} & set(phases))
+    configurations = [(b, redis) for b in backends for redis in ((False, True) if args.redis else (False,))]
     try:
-        for backend in backends:
-            print(f"\n== {backend}: building the database and starting gunicorn", flush=True)
-            with Stack(backend, workdir, workers=args.workers, ingest_drivers=args.drivers) as stack:
+        for backend, redis in configurations:
+            label = f"{backend}+redis" if redis else backend
+            print(f"\n== {label}: building the database and starting gunicorn", flush=True)
+            with Stack(
+                backend,
+                workdir,
+                workers=args.workers,
+                ingest_drivers=args.drivers,
+                tracking_links=args.links if tracking else 0,
+                redis=redis,
+            ) as stack:
                 print(f"   gunicorn on 127.0.0.1:{stack.port}, {args.workers} sync workers", flush=True)
-                rows += Bench(stack, args).run(phases)
+                if tracking:
+                    print(f"   {TRACKING_RATE_NOTE}", flush=True)
+                rows += Bench(stack, args, label).run(phases)
                 errors = stack.server_errors()
                 if errors:
                     print(f"   !! tracebacks in gunicorn's log:\n{errors}", flush=True)
@@ -104,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print_table(rows)
     print(f"\n{THROTTLE_NOTE}")
+    if tracking:
+        print(TRACKING_RATE_NOTE)
     if args.json:
         conditions = {
             "started": started.isoformat(timespec="seconds"),
@@ -114,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             "sustained": f"{args.rate:g} fixes/s for {args.duration:g} s",
             "ingest_drivers": args.drivers,
             "throttling": THROTTLE_NOTE,
+            "tracking_rate_limit": TRACKING_RATE_NOTE if tracking else None,
+            "tracking": f"{args.links:,} links, TRK-1 polls every {args.poll:g} s" if tracking else None,
+            "load_average": os.getloadavg(),
         }
         Path(args.json).write_text(json.dumps({"conditions": conditions, "rows": rows}, indent=2) + "\n")
     return 0
@@ -124,9 +166,9 @@ def _interrupt(signum, frame):
 
 
 class Bench:
-    def __init__(self, stack: Stack, args):
+    def __init__(self, stack: Stack, args, label: str | None = None):
         self.stack, self.args = stack, args
-        self.backend = stack.backend
+        self.backend = label or stack.backend
         self.base = f"http://127.0.0.1:{stack.port}"
         self.bare_rps: float | None = None
         # Device time of the next fix of every driver. Each phase starts after the previous
@@ -136,7 +178,7 @@ class Bench:
 
     def run(self, phases: list[str]) -> list[dict]:
         rows = []
-        if {"single", "dashboard"} & set(phases):
+        if {"single", "dashboard", "tracking"} & set(phases):
             rows.append(self.bare())
         for phase in PHASES:
             if phase in phases:
@@ -317,6 +359,8 @@ class Bench:
             "flagged": flagged_after - flagged_before,
         }
         check["ok"] = check["stored"] == check["acked"]
+        # A later phase's fixes must come after these, per driver.
+        self.device_clock = time.time() + 1
         p95, p99 = (sustained.percentile(r.latencies_ms, p) for p in (95, 99))
         errors = r.non_2xx + r.failures
         label = f"(c) sustained {a.rate:g} fixes/s, {a.duration:g} s"
@@ -399,6 +443,230 @@ class Bench:
                 "constant",
                 "met" if len({c["partial"] for c in q.values()}) == 1 else "missed",
                 queries=q,
+            ),
+        ]
+
+    # --- customer tracking page --------------------------------------------------------------
+
+    def _track_get(self, base: str, token: str, headers: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(f"{base}/t/{token}/", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as error:
+            error.read()
+            return error.code, dict(error.headers)
+
+    def _tracking_etags(self) -> Path:
+        """Each token's partial ETag, fetched now, as lines 'token etag' for lua/track.lua."""
+
+        def etag(token: str) -> str:
+            status, headers = self._track_get(self.base, token, {"HX-Request": "true"})
+            assert status == 200, status
+            return headers["ETag"]
+
+        with ThreadPoolExecutor(self.args.workers * 2) as pool:
+            etags = list(pool.map(etag, self.stack.tracking_tokens))
+        path = self.stack.workdir / "tracking-etags.txt"
+        path.write_text("".join(f"{t} {e}\n" for t, e in zip(self.stack.tracking_tokens, etags, strict=True)))
+        return path
+
+    def _track_row(self, test: str, r: dict, status: str, floor: float | None = None, **detail) -> dict:
+        ratio = r["rps"] / self.bare_rps
+        answered = r["s304"] if status == "304" else r["s2xx"]
+        other = r["requests"] - answered
+        value = (
+            f"{r['rps']:,.0f} req/s = {ratio:.3f} × bare; p50 {r['p50_ms']:.0f}, p95 {r['p95_ms']:.0f}, "
+            f"p99 {r['p99_ms']:.0f} ms; {answered:,} × {status}, {other} other"
+            + (f" ({r['s4xx']} × 4xx)" if r["s4xx"] else "")
+        )
+        if floor is None:
+            return self.row(test, value, "(none)", "", ratio=ratio, raw=r, **detail)
+        ok = ratio >= floor and other == 0
+        return self.row(
+            test,
+            value,
+            f"≥ {floor} × bare, all {status}",
+            "met" if ok else "missed",
+            ratio=ratio,
+            raw=r,
+            **detail,
+        )
+
+    def tracking(self) -> list[dict]:
+        a, tokens = self.args, str(self.stack.tracking_file)
+        shape = self.stack.prepared["tracking"]
+        what = f"{shape['links']:,} links, {shape['routes']} routes, {shape['stops']:,} stops"
+        rows = []
+        for mode, test, status, floor in (
+            ("partial", f"(e) tracking partial (htmx), {what}", "200", 0.3),
+            ("page", "(e) tracking full page", "200", None),
+            ("json", "(e) tracking JSON twin /api/v1/track/", "200", None),
+        ):
+            self.wrk("track.lua", [tokens, mode, str(a.threads)], a.warmup)
+            r = self.wrk("track.lua", [tokens, mode, str(a.threads)], a.seconds)
+            rows.append(self._track_row(test, r, status, floor))
+        # The ETag includes the minutes since the ETA was updated: fetch the ETags and measure
+        # inside one minute.
+        while time.time() % 60 + a.warmup + a.seconds + 15 > 60:
+            time.sleep(0.5)
+        etags = str(self._tracking_etags())
+        self.wrk("track.lua", [etags, "partial", str(a.threads)], a.warmup)
+        r = self.wrk("track.lua", [etags, "partial", str(a.threads)], a.seconds)
+        rows.insert(1, self._track_row("(e) tracking partial, If-None-Match", r, "304", 0.5))
+        q = shape["queries"]
+
+        def counts(c: dict) -> str:
+            return f"{c['partial']} (304: {c['not_modified']}, page {c['page']}, JSON {c['json']})"
+
+        rows.append(
+            self.row(
+                "(e) SQL queries per tracking request",
+                "; ".join(
+                    f"{n}-stop route: next stop {counts(c['next'])}, last stop {counts(c['last'])}"
+                    for n, c in sorted(q.items(), key=lambda i: int(i[0]))
+                ),
+                "constant in the stops",
+                "met"
+                if all(len({c[w]["partial"] for c in q.values()}) == 1 for w in ("next", "last"))
+                else "missed",
+                queries=q,
+            )
+        )
+        rows.append(self.rate_limit())
+        return rows
+
+    def rate_limit(self) -> dict:
+        """The limiter at its default rate, on a second gunicorn over the same database."""
+        env = {**self.stack.env, "TRACKING_RATE_PER_MINUTE": str(TRACKING_RATE_DEFAULT)}
+        workers, limit = self.args.workers, TRACKING_RATE_DEFAULT
+        process, port = self.stack.spawn(env, workers, self.stack.workdir / "gunicorn-ratelimit.log")
+        base, token = f"http://127.0.0.1:{port}", self.stack.tracking_tokens[0]
+        try:
+            # Counters are per minute: start early in one, so the check does not span two.
+            while time.time() % 60 > 40:
+                time.sleep(0.5)
+            statuses, first_429, retry_after = [], None, None
+            # With the per-process memory cache each gunicorn worker counts on its own.
+            for i in range((workers + 1) * limit):
+                status, headers = self._track_get(base, token, {"HX-Request": "true"})
+                statuses.append(status)
+                if status == 429 and first_429 is None:
+                    first_429, retry_after = i + 1, headers.get("Retry-After")
+                if first_429 and i + 1 >= first_429 + 4 and statuses[-5:] == [429] * 5:
+                    break
+            request = urllib.request.Request(f"{base}/api/v1/track/{token}/")
+            try:
+                urllib.request.urlopen(request, timeout=30).read()
+                api = (200, None)
+            except urllib.error.HTTPError as error:
+                api = (error.code, error.headers.get("Retry-After"))
+        finally:
+            self.stack.stop(process)
+        ok_before = sum(1 for s in statuses[: (first_429 or len(statuses)) - 1] if s == 200)
+        got = {str(k): statuses.count(k) for k in sorted(set(statuses))}
+        shared = "Redis" if self.stack.redis else f"local memory, {workers} processes"
+        value = (
+            f"first 429 at request {first_429} (Retry-After: {retry_after} s), {ok_before} × 200 before it; "
+            f"then JSON twin {api[0]} (Retry-After: {api[1]}); cache: {shared}"
+            if first_429
+            else f"no 429 in {len(statuses)} requests"
+        )
+        exact = first_429 == limit + 1
+        ok = bool(first_429) and retry_after is not None and api[0] == 429
+        return self.row(
+            f"(e) rate limit at the default {limit}/min, one address",
+            value,
+            f"429 + Retry-After after {limit} requests a minute",
+            ("met" if exact else "met per process only") if ok else "MISSED",
+            statuses=got,
+            first_429=first_429,
+            retry_after=retry_after,
+            api=list(api),
+        )
+
+    def trk1(self) -> list[dict]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        a, n = self.args, min(self.args.links, len(self.stack.tracking_tokens))
+        before, flagged_before = self.stack.count()
+        # The customers poll from a process of their own: the two generators must not share a GIL.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pool.submit(time.sleep, 0).result()  # the process is up before the clock starts
+            polls = pool.submit(
+                customers.run,
+                self.stack.port,
+                self.stack.tracking_tokens,
+                customers=n,
+                period_s=a.poll,
+                duration_s=a.duration,
+            )
+            ingest = sustained.run(
+                self.stack.port,
+                self.stack.tokens,
+                fixes_per_s=a.rate,
+                duration_s=a.duration,
+                start_after=self.device_clock,
+            )
+            t = polls.result()
+        self.device_clock = time.time() + 1
+        after, flagged_after = self.stack.count()
+        pct = sustained.percentile
+        answered = t.statuses.get(200, 0) + t.statuses.get(304, 0)
+        t_errors = t.requests - answered
+        t_p95, t_p99 = pct(t.latencies_ms, 95), pct(t.latencies_ms, 99)
+        i_errors = ingest.non_2xx + ingest.failures
+        i_p95, i_p99 = pct(ingest.latencies_ms, 95), pct(ingest.latencies_ms, 99)
+        label = f"TRK-1 {n:,} customers every {a.poll:g} s + ING-1 {a.rate:g} fixes/s, {a.duration:g} s"
+        others = {str(k): v for k, v in t.statuses.items() if k not in (200, 304)}
+        check = {
+            "stored": after - before,
+            "acked": len(ingest.acked),
+            "flagged": flagged_after - flagged_before,
+        }
+        check["ok"] = check["stored"] == check["acked"]
+        return [
+            self.row(
+                f"{label}: tracking polls",
+                f"{t.requests / t.elapsed_s:,.1f} req/s, {t.requests:,} polls: "
+                f"{t.statuses.get(200, 0):,} × 200, {t.statuses.get(304, 0):,} × 304, "
+                f"{t_errors} errors {others or ''}; p50 {pct(t.latencies_ms, 50):.0f}, "
+                f"p95 {t_p95:.0f}, p99 {t_p99:.0f}, max {max(t.latencies_ms, default=0):.0f} ms",
+                "0 errors, p95 ≤ 200 ms, p99 ≤ 500 ms",
+                "met" if t_errors == 0 and t_p95 <= 200 and t_p99 <= 500 else "missed",
+                requests=t.requests,
+                elapsed_s=t.elapsed_s,
+                statuses={str(k): v for k, v in t.statuses.items()},
+                errors=t_errors,
+                p50_ms=pct(t.latencies_ms, 50),
+                p95_ms=t_p95,
+                p99_ms=t_p99,
+                max_ms=max(t.latencies_ms, default=0),
+                body_bytes=t.body_bytes,
+            ),
+            self.row(
+                f"{label}: ingest",
+                f"{ingest.fixes_sent / ingest.elapsed_s:,.0f} fixes/s in {ingest.requests:,} requests; "
+                f"{i_errors} errors; p50 {pct(ingest.latencies_ms, 50):.0f}, p95 {i_p95:.0f}, "
+                f"p99 {i_p99:.0f}, max {max(ingest.latencies_ms, default=0):.0f} ms",
+                "0 errors, p95 ≤ 300 ms, p99 ≤ 800 ms",
+                "met" if i_errors == 0 and i_p95 <= 300 and i_p99 <= 800 else "missed",
+                requests=ingest.requests,
+                fixes_sent=ingest.fixes_sent,
+                elapsed_s=ingest.elapsed_s,
+                errors=i_errors,
+                statuses={str(k): v for k, v in ingest.statuses.items()},
+                p95_ms=i_p95,
+                p99_ms=i_p99,
+            ),
+            self.row(
+                f"{label}: stored vs acked",
+                self._check_text(check),
+                "equal, 0 flagged",
+                "met" if check["ok"] and not check["flagged"] else "MISSED",
+                check=check,
             ),
         ]
 

@@ -26,6 +26,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 PG_DATABASE = "doorstep_bench"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+TRACKING_RATE_LIFTED = 1_000_000_000
+TRACKING_RATE_DEFAULT = 60  # config/settings.py's default
 
 
 def free_port() -> int:
@@ -35,9 +38,19 @@ def free_port() -> int:
 
 
 class Stack:
-    def __init__(self, backend: str, workdir: Path, *, workers: int = 3, ingest_drivers: int = 1000):
+    def __init__(
+        self,
+        backend: str,
+        workdir: Path,
+        *,
+        workers: int = 3,
+        ingest_drivers: int = 1000,
+        tracking_links: int = 0,
+        redis: bool = False,
+    ):
         self.backend, self.workdir, self.workers = backend, workdir, workers
-        self.ingest_drivers = ingest_drivers
+        self.ingest_drivers, self.tracking_links = ingest_drivers, tracking_links
+        self.redis = redis
         self.sqlite_path = workdir / "bench.sqlite3"
         self.url = (
             f"{PG_SERVER}/{PG_DATABASE}" if backend == "postgresql" else f"sqlite:///{self.sqlite_path}"
@@ -47,6 +60,9 @@ class Stack:
         self.prepared: dict = {}
         self.tokens: list[str] = []
         self.tokens_file = workdir / f"tokens-{backend}.txt"
+        # Customer tracking tokens, one a line (lua/track.lua rotates over them).
+        self.tracking_tokens: list[str] = []
+        self.tracking_file = workdir / f"tracking-{backend}.txt"
         self.log = workdir / f"gunicorn-{backend}.log"
         # Production-like: DEBUG off and every setting from the environment (config/settings.py).
         # A .env in the checkout could point elsewhere; these win over it.
@@ -60,7 +76,17 @@ class Stack:
             "SECURE_SSL_REDIRECT": "false",
             "LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
+            # The customer tracking page allows TRACKING_RATE_PER_MINUTE requests per client
+            # address (default 60); every load here comes from 127.0.0.1, so the limit is lifted.
+            # bench.live.run checks the limiter itself on a second server at the default rate.
+            "TRACKING_RATE_PER_MINUTE": str(TRACKING_RATE_LIFTED),
         }
+        self.env.pop("REDIS_URL", None)
+        if redis:
+            # The documented scale-out set-up: cache (rate-limit counters, fragments) and
+            # sessions in Redis. A key prefix of its own: nothing else's keys are touched.
+            self.env["REDIS_URL"] = REDIS_URL
+            self.env["CACHE_KEY_PREFIX"] = f"doorstep-bench-{secrets.token_hex(4)}"
 
     def __enter__(self) -> "Stack":
         try:
@@ -106,6 +132,8 @@ class Stack:
                 str(self.tokens_file),
                 "--ingest-drivers",
                 str(self.ingest_drivers),
+                "--tracking-links",
+                str(self.tracking_links),
             ],
             cwd=ROOT,
             env=self.env,
@@ -113,6 +141,9 @@ class Stack:
         )
         self.prepared = json.loads(out.read_text())
         self.tokens = self.tokens_file.read_text().split()
+        if self.prepared.get("tracking"):
+            self.tracking_tokens = self.prepared["tracking"].pop("tokens")
+            self.tracking_file.write_text("".join(f"{t}\n" for t in self.tracking_tokens))
 
     def count(self) -> tuple[int, int]:
         """(stored fixes, flagged fixes) in the database, read directly, not through the app."""
@@ -129,18 +160,22 @@ class Stack:
     # --- gunicorn ---------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self.port = free_port()
-        with self.log.open("w") as log:
-            self.process = subprocess.Popen(
+        self.process, self.port = self.spawn(self.env, self.workers, self.log)
+
+    def spawn(self, env: dict, workers: int, log_path: Path) -> tuple[subprocess.Popen, int]:
+        """Start a gunicorn on this database and a free port; wait until it answers."""
+        port = free_port()
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "gunicorn",
                     "config.wsgi:application",
                     "--bind",
-                    f"127.0.0.1:{self.port}",
+                    f"127.0.0.1:{port}",
                     "--workers",
-                    str(self.workers),
+                    str(workers),
                     "--worker-class",
                     "sync",
                     "--timeout",
@@ -149,7 +184,7 @@ class Stack:
                     "warning",
                 ],
                 cwd=ROOT,
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Its own process group: stopped by us (below), not by the terminal's Ctrl-C
@@ -157,28 +192,36 @@ class Stack:
                 start_new_session=True,
             )
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.port}/bench/bare/", timeout=2
-                ) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not answer within 30 s")
+        try:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/bench/bare/", timeout=2
+                    ) as response:
+                        if response.status == 200:
+                            return process, port
+                except OSError:
+                    time.sleep(0.2)
+            raise RuntimeError("gunicorn did not answer within 30 s")
+        except BaseException:
+            self.stop(process)
+            raise
 
     def _stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        self.stop(self.process)
+
+    @staticmethod
+    def stop(process: subprocess.Popen | None) -> None:
+        if process is None or process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=15)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
     def server_errors(self) -> str:
         """The tail of gunicorn's log when a request failed with a traceback, else ''."""
