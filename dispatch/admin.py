@@ -124,6 +124,19 @@ class TenantAdmin(admin.ModelAdmin):
             return None  # a malformed id: let the admin answer it as usual
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Evidence and logs (events, GPS history, proofs, messages): shown, never edited here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False

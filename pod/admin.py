@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from dispatch.admin import ReadOnlyAdmin
 from pod.models import ProofOfDelivery, ProofPhoto, ProofPolicy
 
 
@@ -37,7 +38,7 @@ class ProofPhotoInline(admin.TabularInline):
 
 
 @admin.register(ProofOfDelivery)
-class ProofOfDeliveryAdmin(admin.ModelAdmin):
+class ProofOfDeliveryAdmin(ReadOnlyAdmin):
     list_display = [
         "stop", "outcome", "recipient_name", "captured_at", "received_at", "synced_late", "far_from_address",
     ]  # fmt: skip
@@ -59,15 +60,6 @@ class ProofOfDeliveryAdmin(admin.ModelAdmin):
         "photo_hashes",
     ]  # fmt: skip
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     @admin.display(description="signature")
     def signature_preview(self, proof: ProofOfDelivery) -> str:

@@ -8,7 +8,6 @@ stores the files and rows. Files are written before the rows; if the transaction
 `PreparedProof.discard()` deletes them, and `proof_orphans_purge` removes any a crash left.
 """
 
-import math
 import uuid as uuid_lib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,12 +20,12 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
+from dispatch.geo import distance_m
 from dispatch.models import Order, Stop
 from pod.images import EncodedImage, ImageRejected, ProcessedPhoto, process_photo, process_signature
 from pod.models import ProofOfDelivery, ProofPhoto, ProofPolicy
 
 POD_PREFIX = "pod"
-EARTH_RADIUS_M = 6_371_008.8
 _STRENGTH = {
     ProofPolicy.Requires.NONE: set(),
     ProofPolicy.Requires.PHOTO: {"photo"},
@@ -35,13 +34,6 @@ _STRENGTH = {
 }
 
 __all__ = ["ImageRejected", "PreparedProof", "proof_prepare", "proof_record", "proof_requirements"]
-
-
-def _metres(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlmb = phi2 - phi1, math.radians(lng2 - lng1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
 
 
 def policy_for(organization_id: int) -> ProofPolicy:
@@ -181,7 +173,7 @@ def proof_record(
     order = stop.order
     distance = None
     if lat is not None and lng is not None and order.lat is not None and order.lng is not None:
-        distance = round(_metres(lat, lng, order.lat, order.lng))
+        distance = round(distance_m(lat, lng, order.lat, order.lng))
     signature_name = signature_hash = ""
     if prepared.signature is not None:
         signature_name = _store(prepared, stop.organization_id, prepared.signature, "signature")

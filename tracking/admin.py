@@ -5,6 +5,7 @@ tracking.services.location_record_batch alone, so DriverPosition is read-only to
 from django.contrib import admin
 from django.http import HttpRequest
 
+from dispatch.admin import ReadOnlyAdmin
 from tracking.models import (
     Alert,
     CustomerRequest,
@@ -17,17 +18,6 @@ from tracking.models import (
     TrackingLink,
     TrackingSettings,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(LocationPing)

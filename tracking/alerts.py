@@ -27,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from dispatch.geo import distance_m
 from dispatch.models import Organization, Route, Stop
 from dispatch.timeutils import local_today
 from tracking.models import Alert, DriverPosition, LocationPing
@@ -38,7 +39,6 @@ OPEN_STOP_STATUSES = (Stop.Status.PENDING, Stop.Status.EN_ROUTE, Stop.Status.ARR
 AT_STOP_RADIUS_M = 150
 # Alerts a dispatcher resolves by acknowledging: nothing in the data clears them.
 CLEARED_BY_ACKNOWLEDGING = (Alert.Kind.FAILED, Alert.Kind.CUSTOMER_REQUEST, Alert.Kind.NOTIFICATION)
-EARTH_RADIUS_M = 6_371_008.8
 
 
 # --- Raising, resolving, acknowledging ----------------------------------------------------------
@@ -138,13 +138,6 @@ def _raise_failed(stop: Stop, *, now: datetime | None) -> Alert | None:
 # --- The sweep ----------------------------------------------------------------------------------
 
 
-def _metres(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlmb = phi2 - phi1, math.radians(lng2 - lng1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
-
-
 def _to_segment_m(point: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
     """Distance from a point to the segment a–b, on a local flat projection (fine within a city)."""
     scale = math.cos(math.radians(point[0]))
@@ -154,7 +147,7 @@ def _to_segment_m(point: tuple[float, float], a: tuple[float, float], b: tuple[f
     length2 = dx * dx + dy * dy
     t = 0.0 if length2 == 0 else max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / length2))
     nearest = (ay + t * dy, (ax + t * dx) / scale)
-    return _metres(point[0], point[1], nearest[0], nearest[1])
+    return distance_m(point[0], point[1], nearest[0], nearest[1])
 
 
 def _projected_arrivals(stops: list[Stop], now: datetime) -> dict[int, datetime]:
@@ -225,7 +218,7 @@ def _stationary_since(fixes: list[tuple], radius_m: float) -> datetime | None:
     _at, lat, lng = fixes[-1]
     since = fixes[-1][0]
     for at, flat, flng in reversed(fixes):
-        if _metres(lat, lng, flat, flng) > radius_m:
+        if distance_m(lat, lng, flat, flng) > radius_m:
             break
         since = at
     return since
@@ -299,7 +292,7 @@ def alerts_sweep(*, now: datetime | None = None, organization: Organization | No
                 places = [(route.depot.lat, route.depot.lng)] + [
                     (s.order.lat, s.order.lng) for s in stops if s.order.lat is not None
                 ]
-                if all(_metres(*here, *place) > AT_STOP_RADIUS_M for place in places):
+                if all(distance_m(*here, *place) > AT_STOP_RADIUS_M for place in places):
                     minutes = int((now - since).total_seconds() // 60)
                     want[key] = {
                         "kind": Alert.Kind.IDLE,

@@ -1,22 +1,16 @@
 """Distances on the Earth for live data: how far a driver drove, how close he is to a stop."""
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-EARTH_RADIUS_M = 6_371_008.8
+from dispatch.geo import EARTH_RADIUS_M, distance_m
+
+__all__ = ["EARTH_RADIUS_M", "MIN_HOP_M", "distance_m", "path_length_m"]
 # Standing still, a phone's fixes wander by a few metres: a hop shorter than this, or than the
 # later fix's own accuracy, is jitter and is not driven distance.
 MIN_HOP_M = 10.0
 
-
-def distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    """Great-circle distance (haversine)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlmb = phi2 - phi1, math.radians(lng2 - lng1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
 
 
 def path_length_m(points: Sequence[tuple[float, float, float | None]]) -> float:

@@ -20,22 +20,15 @@ from dispatch.models import Driver, Route, Stop
 from dispatch.services import IllegalTransition, route_transition, route_travelled_set, stop_transition
 from dispatch.timeutils import local_day_bounds, local_today
 from pod import services as pod_services
-from tracking.geo import path_length_m
+from tracking.geo import distance_m, path_length_m
 from tracking.models import DriverAction, DriverPosition, LocationPing, Source, TrackerDevice
 from tracking.osmand import fix_uuid
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=7)
 MAX_SPEED_KMH = 250
-EARTH_RADIUS_M = 6_371_008.8
 
 
-def _distance_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
-    """Great-circle distance (haversine)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi, dlmb = phi2 - phi1, math.radians(lng2 - lng1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
 
 
 def _number(value: Any) -> float | None:
@@ -152,7 +145,7 @@ def location_record_batch(
             flags.append(LocationPing.Flag.LOW_ACCURACY)
         if previous is not None:
             seconds = (row["recorded_at"] - previous["recorded_at"]).total_seconds()
-            metres = _distance_m(previous["lat"], previous["lng"], row["lat"], row["lng"])
+            metres = distance_m(previous["lat"], previous["lng"], row["lat"], row["lng"])
             # Two fixes at the same instant more than 50 m apart cannot both be right.
             if (seconds > 0 and metres / seconds > max_speed_mps) or (seconds <= 0 and metres > 50):
                 flags.append(LocationPing.Flag.SPEED_JUMP)

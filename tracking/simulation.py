@@ -26,12 +26,13 @@ from django.db import transaction
 from django.db.models import Max
 from PIL import Image, ImageDraw
 
+from dispatch.geo import distance_m
 from dispatch.models import Driver, Order, Route, Stop
 from dispatch.services import IllegalTransition, route_transition, stop_transition
 from dispatch.timeutils import local_today
 from pod import services as pod_services
 from tracking.models import DriverPosition
-from tracking.services import _distance_m, location_record_batch
+from tracking.services import location_record_batch
 
 logger = logging.getLogger(__name__)
 
@@ -268,10 +269,10 @@ def _drive(run: DriverRun, t: datetime, end: datetime, rng: random.Random) -> tu
         if run.pace is None:
             run.pace = rng.uniform(*DRIVER_PACE)
         run.speed_mps = SPEED_KMH / 3.6 * run.pace * rng.uniform(1 - SPEED_NOISE, 1 + SPEED_NOISE)
-        run.jam = _jam(_distance_m(run.lat, run.lng, *run.target), rng)
+        run.jam = _jam(distance_m(run.lat, run.lng, *run.target), rng)
     while t < end:
         target = run.target
-        remaining = _distance_m(run.lat, run.lng, *target)
+        remaining = distance_m(run.lat, run.lng, *target)
         next_fix = (run.last_fix_at or t) + FIX_INTERVAL
         speed, until_change = _speed_here(run, remaining)
         run.speed_now = speed
