@@ -10,8 +10,10 @@ whatever the number of routes (docs/eta.md):
    who worked a later stop while earlier ones are open has jumped ahead: the stops after the
    one worked last come first, in planned order, then the skipped-over ones, in planned order.
 3. Travel time of each leg from the planner's model (dispatch.planner.matrix), times the
-   route's pace factor: its own completed legs' actual / model time, blended towards 1 while
-   few legs are known and clamped to PACE_BOUNDS.
+   route's pace factor: the mean of its own completed legs' actual / model time, a leg of a
+   minute or less in the model counting for less, blended towards 1 while few legs are known
+   and clamped to PACE_BOUNDS. The rest of the leg being driven also goes at what the part
+   already driven says (the position against the last departure), blended with the pace.
 4. Each stop's ETA is arrival, or its window's start when the driver would be early; the
    driver leaves after the order's service minutes.
 
@@ -39,8 +41,15 @@ Point = tuple[float, float]
 
 OPEN = (Stop.Status.PENDING, Stop.Status.EN_ROUTE)
 PACE_BOUNDS = (0.6, 2.0)
-# Until the route has driven this many legs, the model's own pace (1.0) weighs as much as them.
+# The model's own pace (1.0) weighs as much as this many legs (of the weights below) driven.
 PACE_PRIOR_LEGS = 2
+# A leg this long in the model counts half a leg in the pace's mean, a long one nearly a whole
+# one: a few seconds of timing (parking, tapping "arrived") swing a short leg's ratio. Weighting
+# by length instead (the ratio of the sums) let one long leg with a jam in it set the day's pace.
+PACE_HALF_WEIGHT_S = 60.0
+# The leg being driven: its part already driven (last departure → latest position) is blended
+# with the route's pace as if this many model seconds more had been driven at that pace.
+CURRENT_LEG_PRIOR_S = 300.0
 # One leg's actual / model time is held inside these before it counts: a leg with a lunch or a
 # wrong turn in it says little about how fast the driver goes.
 LEG_RATIO_BOUNDS = (0.3, 3.0)
@@ -75,6 +84,8 @@ class _Route:
     remaining: list[_Stop] = field(default_factory=list)
     unreachable: list[int] = field(default_factory=list)
     driven: list[tuple[Point, Point, float]] = field(default_factory=list)  # (from, to, seconds)
+    # The leg being driven, up to the latest position: (from, position, seconds since leaving).
+    current: tuple[Point, Point, float] | None = None
 
 
 def eta_recompute(
@@ -176,6 +187,7 @@ def _prepare(route: _Route, position: tuple[Point, datetime] | None) -> _Route:
         route.remaining = open_stops
 
     route.driven = _driven_legs(route, visited)
+    route.current = None
 
     here = next((s for s in reversed(visited) if s.status == Stop.Status.ARRIVED and s.point), None)
     if here is not None:
@@ -196,6 +208,12 @@ def _prepare(route: _Route, position: tuple[Point, datetime] | None) -> _Route:
         route.start_at, route.start = max(candidates, key=lambda c: c[0])
     else:
         route.start = route.depot
+    if position is not None and len(candidates) > 1 and route.start_at == position[1]:
+        # On the road: the part of this leg driven so far, unless a stop was closed on the way.
+        since, where = max(candidates[:-1], key=lambda c: c[0])
+        closed_unvisited = [s.departed_at for s in route.stops if s.arrived_at is None and s.departed_at]
+        if not any(since < t <= position[1] for t in closed_unvisited):
+            route.current = (where, position[0], (position[1] - since).total_seconds())
     return route
 
 
@@ -222,7 +240,8 @@ def _driven_legs(route: _Route, visited: list[_Stop]) -> list[tuple[Point, Point
 
 
 def _leg_seconds(routes: list[_Route]) -> list[np.ndarray]:
-    """Model seconds of every route's legs: first the driven ones, then start → remaining.
+    """Model seconds of every route's legs: first the driven ones, then the part of the current
+    leg driven so far (when on the road), then start → remaining.
 
     The default model is computed for all routes' legs at once (NumPy); with ROUTING_URL, one
     OSRM table per route through travel_model().
@@ -239,7 +258,8 @@ def _leg_seconds(routes: list[_Route]) -> list[np.ndarray]:
 
 def _legs(route: _Route) -> list[tuple[Point, Point]]:
     ahead = [s.point for s in route.remaining]
-    return [(a, b) for a, b, _ in route.driven] + list(zip([route.start, *ahead], ahead, strict=False))
+    driven = [(a, b) for a, b, _ in route.driven] + ([route.current[:2]] if route.current else [])
+    return driven + list(zip([route.start, *ahead], ahead, strict=False))
 
 
 def _straight_line_seconds(legs: np.ndarray) -> np.ndarray:
@@ -264,18 +284,36 @@ def _osrm_seconds(legs: list[tuple[Point, Point]]) -> np.ndarray:
 
 def pace_factor(driven: list[tuple[float, float]]) -> float:
     """How much slower (> 1) or faster (< 1) than the model this route drives, from its legs
-    (actual seconds, model seconds): the ratio of the sums, each leg's ratio held inside
-    LEG_RATIO_BOUNDS, blended towards 1 as if PACE_PRIOR_LEGS legs had gone exactly to plan."""
-    low, high = LEG_RATIO_BOUNDS
-    legs = [(min(max(actual, low * model), high * model), model) for actual, model in driven]
-    legs = [(actual, model) for actual, model in legs if model >= MIN_MODEL_LEG_S]
+    (actual seconds, model seconds): the weighted mean of the legs' ratios, each held inside
+    LEG_RATIO_BOUNDS and weighing model / (model + PACE_HALF_WEIGHT_S) legs, blended towards 1
+    as if PACE_PRIOR_LEGS legs had gone exactly to plan."""
+    legs = [(actual, model) for actual, model in driven if model >= MIN_MODEL_LEG_S]
     if not legs:
         return 1.0
-    actual = sum(a for a, _ in legs)
-    model = sum(m for _, m in legs)
-    n = len(legs)
-    blended = (n * actual / model + PACE_PRIOR_LEGS) / (n + PACE_PRIOR_LEGS)
-    return min(max(blended, PACE_BOUNDS[0]), PACE_BOUNDS[1])
+    weights = [model / (model + PACE_HALF_WEIGHT_S) for _, model in legs]
+    ratios = [_leg_ratio(actual, model) for actual, model in legs]
+    n = sum(weights)
+    mean = sum(w * r for w, r in zip(weights, ratios, strict=True)) / n
+    blended = (n * mean + PACE_PRIOR_LEGS) / (n + PACE_PRIOR_LEGS)
+    return _clamp(blended, PACE_BOUNDS)
+
+
+def current_leg_pace(pace: float, *, elapsed: float, covered: float) -> float:
+    """The pace for the rest of the leg being driven: `elapsed` seconds since leaving for
+    `covered` model seconds of it so far (held inside LEG_RATIO_BOUNDS), blended with the
+    route's `pace` as if CURRENT_LEG_PRIOR_S more model seconds had gone at it."""
+    if not 0 < covered < UNREACHABLE:
+        return pace
+    actual = _leg_ratio(elapsed, covered) * covered
+    return _clamp((actual + CURRENT_LEG_PRIOR_S * pace) / (covered + CURRENT_LEG_PRIOR_S), PACE_BOUNDS)
+
+
+def _leg_ratio(actual: float, model: float) -> float:
+    return _clamp(actual / model, LEG_RATIO_BOUNDS)
+
+
+def _clamp(value: float, bounds: tuple[float, float]) -> float:
+    return min(max(value, bounds[0]), bounds[1])
 
 
 def _etas(route: _Route, seconds: np.ndarray, *, now: datetime) -> dict[int, datetime | None]:
@@ -283,9 +321,13 @@ def _etas(route: _Route, seconds: np.ndarray, *, now: datetime) -> dict[int, dat
     pace = pace_factor(
         [(leg[2], float(model)) for leg, model in zip(route.driven, seconds[:driven], strict=True)]
     )
+    first_pace = pace  # for the first leg ahead; the part of it driven so far may say otherwise
+    if route.current is not None:
+        first_pace = current_leg_pace(pace, elapsed=route.current[2], covered=float(seconds[driven]))
+        driven += 1
     etas: dict[int, datetime | None] = dict.fromkeys(route.unreachable)
     clock = route.start_at or now
-    for stop, travel in zip(route.remaining, seconds[driven:], strict=True):
+    for i, (stop, travel) in enumerate(zip(route.remaining, seconds[driven:], strict=True)):
         if stop.status == Stop.Status.ARRIVED:  # the driver is here: leaves when service ends
             begun = max(stop.arrived_at, stop.window_start or stop.arrived_at)
             clock = max(now, begun + timedelta(seconds=stop.service_s))
@@ -294,7 +336,8 @@ def _etas(route: _Route, seconds: np.ndarray, *, now: datetime) -> dict[int, dat
             etas[stop.pk] = None
             continue
         # Not there yet, so not before now (the newest position may be a few minutes old).
-        arrival = max(now, clock + timedelta(seconds=float(travel) * pace))
+        leg_pace = first_pace if i == 0 else pace
+        arrival = max(now, clock + timedelta(seconds=float(travel) * leg_pace))
         service = max(arrival, stop.window_start) if stop.window_start else arrival
         etas[stop.pk] = service
         clock = service + timedelta(seconds=stop.service_s)

@@ -1,6 +1,6 @@
 """Accuracy of the ETAs on a simulated day of the demo city, against the plan's arrival times.
 
-    .venv/bin/python -m bench.eta.accuracy [--quick] [--seed 1] [--hours 14] [--json FILE]
+    .venv/bin/python -m bench.eta.accuracy [--quick] [--seed 1 | --seeds 1-8] [--hours 14] [--json FILE]
 
 In a temporary SQLite database: `seed_demo` for a fixed Tuesday (24 Nov 2026, Berlin), the
 demo day planned and published by the app's planner (tracking.simulation.publish_demo_day), then
@@ -13,7 +13,8 @@ For each stop served, the error is the ETA shown 60, 30 and 10 minutes before th
 arrived minus when service actually started (the arrival, or the window's opening when the
 driver was early and waited), next to the plan's planned_arrival minus the same. A stop counts
 for a horizon only when an ETA was shown that long before (its route was already in progress).
---quick simulates the first 4 hours only.
+--quick simulates the first 4 hours only. --seeds runs several days of noise one after the
+other and adds the figures of all their stops together (one day's p90 rests on ~13 stops).
 """
 
 import argparse
@@ -37,6 +38,7 @@ TARGET_P90_30 = 5.0
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1, help="the simulator's noise")
+    parser.add_argument("--seeds", help="several days, e.g. 1-8 or 1,3,5: each, then all together")
     parser.add_argument("--hours", type=float, default=15.0, help="simulated hours from 06:00")
     parser.add_argument("--budget", type=int, default=5, help="planner time budget, s")
     parser.add_argument("--quick", action="store_true", help="the first 4 hours only")
@@ -49,18 +51,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child(args)
 
-    out = Path(f"/tmp/bench-eta-accuracy-{args.seed}.json")
-    out.unlink(missing_ok=True)
-    child_args = ["--seed", str(args.seed), "--hours", str(args.hours), "--budget", str(args.budget)]
-    if run_child("bench.eta.accuracy", "sqlite", [*child_args, "--out", str(out)]) != 0:
-        print("the run failed", file=sys.stderr)
-        return 1
-    result = json.loads(out.read_text())
-    out.unlink()
-    print_summary(result)
+    results = []
+    for seed in _seeds(args.seeds) if args.seeds else [args.seed]:
+        out = Path(f"/tmp/bench-eta-accuracy-{seed}.json")
+        out.unlink(missing_ok=True)
+        child_args = ["--seed", str(seed), "--hours", str(args.hours), "--budget", str(args.budget)]
+        if run_child("bench.eta.accuracy", "sqlite", [*child_args, "--out", str(out)]) != 0:
+            print(f"the run of seed {seed} failed", file=sys.stderr)
+            return 1
+        results.append(json.loads(out.read_text()))
+        out.unlink()
+        print_summary(results[-1])
+    if len(results) > 1:
+        stops = [stop for result in results for stop in result["stops"]]
+        pooled = {
+            "seed": ",".join(str(r["seed"]) for r in results),
+            "routes": sum(r["routes"] for r in results),
+            "served": len(stops),
+            "simulated_hours": sum(r["simulated_hours"] for r in results),
+            "wall_s": sum(r["wall_s"] for r in results),
+            "horizons": [_summary(stops, h) for h in HORIZONS],
+        }
+        print("\nAll seeds together:")
+        print_summary(pooled)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        Path(args.json).write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """'1-8' or '1,3,5' (or both: '1-3,7')."""
+    seeds = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        seeds += range(int(first), int(last or first) + 1)
+    return seeds
 
 
 def print_summary(result: dict) -> None:

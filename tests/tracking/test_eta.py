@@ -27,7 +27,7 @@ from tests.factories import (
     StopFactory,
 )
 from tracking import alerts, eta
-from tracking.eta import eta_recompute, pace_factor
+from tracking.eta import current_leg_pace, eta_recompute, pace_factor
 from tracking.models import Alert
 
 pytestmark = [pytest.mark.django_db]
@@ -159,24 +159,57 @@ def test_out_of_order_work_continues_after_the_stop_done_then_goes_back(org):
 
 def test_a_late_driver_s_pace_is_learned_from_the_legs_driven(org):
     route = make_route(org, stops=4)
-    # Each 1 km leg took 200 s instead of 100 s.
-    close(route, 1, arrived=at(10, 3, 20), departed=at(10, 8, 20))
-    close(route, 2, arrived=at(10, 11, 40), departed=at(10, 16, 40))
+    # Each 1 km leg took 230 s instead of 100 s: 2.3× the model.
+    close(route, 1, arrived=at(10, 3, 50), departed=at(10, 8, 50))
+    close(route, 2, arrived=at(10, 12, 40), departed=at(10, 17, 40))
 
-    eta_recompute(now=at(10, 16, 40))
+    eta_recompute(now=at(10, 17, 40))
 
-    # Two legs at 2× the model, blended with two of prior at 1×: pace 1.5, 150 s a kilometre.
-    assert etas(route)[3] == at(10, 19, 10)
-    assert etas(route)[4] == at(10, 26, 40)
+    # A 100 s leg weighs 100 / (100 + 60) = 0.625 of a leg, so two weigh 1.25; blended with two
+    # of prior at 1×: (1.25 × 2.3 + 2) / 3.25 = 4.875 / 3.25 = pace 1.5, 150 s a kilometre.
+    assert etas(route)[3] == at(10, 20, 10)
+    assert etas(route)[4] == at(10, 27, 40)  # 5 minutes at stop 3, then 150 s
 
 
 def test_the_pace_factor_is_blended_towards_one_and_clamped():
     assert pace_factor([]) == 1.0
-    assert pace_factor([(200, 100)]) == pytest.approx((2 + 2) / 3)
+    # One 100 s leg at 2×: weight 0.625, so (0.625 × 2 + 2) / 2.625.
+    assert pace_factor([(200, 100)]) == pytest.approx(3.25 / 2.625)
     assert pace_factor([(300, 100)] * 50) == 2.0  # clamped at the top
     assert pace_factor([(20, 100)] * 50) == 0.6  # each leg held at 0.3×, then clamped at 0.6
-    assert pace_factor([(80, 100)] * 8) == pytest.approx((8 * 0.8 + 2) / 10)
+    # Eight 100 s legs at 0.8×: weight 8 × 0.625 = 5, so (5 × 0.8 + 2) / 7.
+    assert pace_factor([(80, 100)] * 8) == pytest.approx(6 / 7)
     assert pace_factor([(500, 10)]) == 1.0  # next door: no information
+
+
+def test_one_long_leg_with_a_jam_does_not_set_the_day_s_pace():
+    # A 540 s leg at 2× (a jam) weighs 540 / 600 = 0.9 of a leg; two 240 s legs at 0.75× weigh
+    # 240 / 300 = 0.8 each. Mean (0.9 × 2 + 1.6 × 0.75) / 2.5 = 1.2; with the prior
+    # (2.5 × 1.2 + 2) / 4.5 = 10 / 9. The ratio of the sums, 1440 / 1020 = 1.41, would have
+    # made every leg ahead 40 % slower.
+    assert pace_factor([(1080, 540), (180, 240), (180, 240)]) == pytest.approx(10 / 9)
+
+
+def test_the_part_of_the_current_leg_driven_so_far_sets_the_pace_of_its_rest(org):
+    route = make_route(org)
+    close(route, 1, arrived=at(10, 1, 40), departed=at(10, 6, 40))  # leg 1 at the model's pace
+    # 150 s after leaving stop 1 the driver is only 0.75 km on (75 s in the model): 2× so far.
+    lat, lng = km_north(1.75)
+    DriverPositionFactory(driver=route.driver, lat=lat, lng=lng, recorded_at=at(10, 9, 10))
+
+    eta_recompute(now=at(10, 9, 10))
+
+    # The route's pace is 1 (its one leg went to plan). This leg's rest goes at
+    # (150 + 300 × 1) / (75 + 300) = 1.2: the 0.25 km left take 30 s instead of 25 s.
+    # Stop 3 is a leg ahead, at the route's pace again: 5 minutes at stop 2, then 100 s.
+    assert etas(route) == {1: None, 2: at(10, 9, 40), 3: at(10, 16, 20)}
+
+
+def test_the_current_leg_s_pace_is_held_and_blended():
+    assert current_leg_pace(1.0, elapsed=150, covered=75) == pytest.approx(450 / 375)
+    # Stuck for 1,000 s on 75 s of road: held at 3×, (225 + 300) / 375 = 1.4.
+    assert current_leg_pace(1.0, elapsed=1000, covered=75) == pytest.approx(1.4)
+    assert current_leg_pace(0.8, elapsed=30, covered=0) == 0.8  # not moved yet: the route's pace
 
 
 def test_a_leg_with_a_stop_failed_on_the_way_teaches_nothing(org):
