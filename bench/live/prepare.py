@@ -325,6 +325,9 @@ def _tracking_org(n_links: int, password: str, now: datetime, rng) -> dict:
             for i, driver in enumerate(drivers)
         ]
     )
+    # "Updated N minutes ago" is in the partial (and its ETag): updated on a whole minute, so the
+    # ETags all change on the clock's minute, and a 304 run that fits in one minute sees none.
+    updated = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
     orders, stops = [], []
     for i, (route, n_open) in enumerate(zip(routes, shapes, strict=True)):
         done = TRACKING_DONE_PER_ROUTE if i < TRACKING_ROUTES else 0
@@ -352,7 +355,7 @@ def _tracking_org(n_links: int, password: str, now: datetime, rng) -> dict:
                     sequence=seq,
                     planned_arrival=arrival,
                     eta=None if is_done else arrival + timedelta(minutes=rng.randint(-10, 10)),
-                    eta_updated_at=None if is_done else now - timedelta(seconds=70),
+                    eta_updated_at=None if is_done else updated,
                     status=Stop.Status.COMPLETED if is_done else Stop.Status.PENDING,
                     arrived_at=arrival if is_done else None,
                 )
