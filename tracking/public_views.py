@@ -25,7 +25,7 @@ from django_htmx.middleware import HtmxDetails
 from pod.models import ProofOfDelivery, ProofPhoto
 from pod.views import proof_file_response
 from tracking.customer import page_context
-from tracking.links import settings_for, tracking_link_lookup, tracking_link_seen
+from tracking.links import settings_for, tracking_link_lookup, tracking_link_seen, tracking_link_still_open
 from tracking.selectors import customer_view
 
 
@@ -97,7 +97,10 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
     if refusal is not None:
         return refusal
     now = timezone.now()
-    tracking_link_seen(link=link, now=now)
+    if request.htmx:
+        tracking_link_still_open(link=link, now=now)
+    else:
+        tracking_link_seen(link=link, now=now)
     data = customer_view(link=link, now=now)
     options = settings_for(link.organization_id)
     context = {

@@ -304,3 +304,16 @@ def test_tokens_never_reach_the_logs(client, ours, caplog):
     from django.conf import settings
 
     assert settings.LOGGING["handlers"]["console"]["filters"] == ["redact_tokens"]
+
+
+def test_polls_of_an_open_page_are_not_views_but_keep_last_seen(client, ours, time_machine):
+    _stop, link = ours
+    client.get(link_path(link))
+    for _ in range(5):
+        client.get(link_path(link), headers=HTMX)
+    link.refresh_from_db()
+    assert (link.views, link.last_seen_at) == (1, at(10))
+    time_machine.move_to(at(10, 2), tick=False)
+    client.get(link_path(link), headers=HTMX)
+    link.refresh_from_db()
+    assert (link.views, link.last_seen_at) == (1, at(10, 2))
