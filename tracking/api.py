@@ -29,7 +29,7 @@ from pod.uploads import ProofUploadLimit
 from tracking.eta import eta_refresh_soon
 from tracking.links import tracking_link_lookup, tracking_link_seen
 from tracking.osmand import OsmAndError, osmand_key, osmand_parse
-from tracking.public_views import rate_limited
+from tracking.public_views import retry_after
 from tracking.selectors import (
     arrival_suggestion,
     customer_view,
@@ -445,10 +445,10 @@ class TrackView(APIView):
         }
     )  # fmt: skip
     def get(self, request, token: str):
-        refused = rate_limited(request._request)
-        if refused is not None:
+        wait = retry_after(request._request)
+        if wait is not None:
             response = Response({"detail": "Too many requests: wait and try again."}, status=429)
-            response["Retry-After"] = refused["Retry-After"]
+            response["Retry-After"] = str(wait)
             return response
         link, state = tracking_link_lookup(token)
         if link is None:

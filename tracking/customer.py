@@ -49,7 +49,7 @@ from tracking.customer_forms import (
     slot_value,
 )
 from tracking.links import link_token, settings_for
-from tracking.models import Alert, CustomerRequest, TrackingLink
+from tracking.models import Alert, CustomerRequest, TrackingLink, TrackingSettings
 
 INSTRUCTIONS_MAX = dispatch_services.CUSTOMER_INSTRUCTIONS_MAX
 DECISION_NOTE_MAX = 300
@@ -184,12 +184,14 @@ def _parse_slots(raw: Any) -> list[tuple[time, time]]:
     return sorted(slots)
 
 
-def offered_slots(*, order: Order, now: datetime) -> list[tuple[datetime, datetime]]:
+def offered_slots(
+    *, order: Order, now: datetime, options: TrackingSettings | None = None
+) -> list[tuple[datetime, datetime]]:
     """Windows the customer may ask for: each configured slot on today and the next
     slot_days_ahead days (organisation's zone), starting after `now`, except the order's current
     window. Aware datetimes in the organisation's zone, in time order."""
     tz = order.organization.tzinfo
-    tracking_settings = settings_for(order.organization_id)
+    tracking_settings = options or settings_for(order.organization_id)
     parsed = _parse_slots(tracking_settings.window_slots)
     today = local_today(tz, now)
     offered = []
@@ -504,6 +506,7 @@ def page_context(
     forms: dict[str, Any] | None = None,
     notice: str = "",
     error: str = "",
+    options: TrackingSettings | None = None,
 ) -> dict[str, Any]:
     """What templates/tracking/_track_requests.html needs, under "self_service", plus
     "fingerprint_extra" for the tracking page's ETag and "requests_template" for its include.
@@ -512,7 +515,7 @@ def page_context(
     order = _order(link)  # fresh: the customer may just have changed it
     usable = link_usable(link, now)
     is_open = usable and order.is_open
-    slots = offered_slots(order=order, now=now) if is_open else []
+    slots = offered_slots(order=order, now=now, options=options) if is_open else []
     days: list[dict[str, Any]] = []
     for start, end in slots:
         if not days or days[-1]["date"] != start.date():

@@ -15,7 +15,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
@@ -25,6 +24,7 @@ from dispatch.selectors import orders_visible_to
 from tracking import customer
 from tracking.customer_forms import InstructionsForm, MessageForm, RatingForm, WindowForm
 from tracking.links import tracking_link_lookup
+from tracking.public_views import private as _private  # token in the URL: no referrer, no store
 from tracking.views import _render_dashboard
 
 PARTIAL = "tracking/_track_requests.html"
@@ -33,13 +33,6 @@ PAGE = "tracking/track_requests_page.html"
 
 class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
-
-
-def _private(response: HttpResponse) -> HttpResponse:
-    # The URL holds the customer's token: never leak it in a Referer, never store the answer.
-    response.headers["Referrer-Policy"] = "no-referrer"
-    patch_cache_control(response, private=True, no_store=True)
-    return response
 
 
 def _submit(

@@ -41,8 +41,8 @@ def client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR", "")
 
 
-def rate_limited(request: HttpRequest) -> HttpResponse | None:
-    """A 429 with Retry-After once an address has made TRACKING_RATE_PER_MINUTE requests in the
+def retry_after(request: HttpRequest) -> int | None:
+    """Seconds to wait once an address has made TRACKING_RATE_PER_MINUTE requests in the
     current minute (counters in the cache: Redis when REDIS_URL is set), else None."""
     now = time.time()
     window = int(now // 60)
@@ -55,9 +55,16 @@ def rate_limited(request: HttpRequest) -> HttpResponse | None:
         count = 1
     if count <= settings.TRACKING_RATE_PER_MINUTE:
         return None
-    retry_after = max(1, math.ceil((window + 1) * 60 - now))
-    response = render(request, "tracking/track_slow_down.html", {"retry_after": retry_after}, status=429)
-    response.headers["Retry-After"] = str(retry_after)
+    return max(1, math.ceil((window + 1) * 60 - now))
+
+
+def rate_limited(request: HttpRequest) -> HttpResponse | None:
+    """The tracking page's 429 (with Retry-After) for an address over its rate, else None."""
+    wait = retry_after(request)
+    if wait is None:
+        return None
+    response = render(request, "tracking/track_slow_down.html", {"retry_after": wait}, status=429)
+    response.headers["Retry-After"] = str(wait)
     return response
 
 
@@ -101,8 +108,8 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
         tracking_link_still_open(link=link, now=now)
     else:
         tracking_link_seen(link=link, now=now)
-    data = customer_view(link=link, now=now)
-    options = settings_for(link.organization_id)
+    options = settings_for(link.organization_id)  # read once, used by every part of the page
+    data = customer_view(link=link, now=now, options=options)
     context = {
         "token": token,
         "data": data,
@@ -111,7 +118,7 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
         "has_logo": bool(options.logo),
     }
     # The customer's own requests: instructions, another window, a message, the rating.
-    context |= page_context(link=link, now=now)
+    context |= page_context(link=link, now=now, options=options)
     if request.htmx:
         fingerprint = json.dumps([data, context.get("fingerprint_extra")], sort_keys=True, default=str)
         etag = quote_etag(hashlib.sha256(fingerprint.encode()).hexdigest()[:32])

@@ -32,7 +32,7 @@ from dispatch.timeutils import local_day_bounds, local_today
 from pod.models import ProofOfDelivery
 from tracking.geo import distance_m
 from tracking.links import settings_for
-from tracking.models import Alert, DriverPosition, LocationPing, Source
+from tracking.models import Alert, DriverPosition, LocationPing, Source, TrackingSettings
 
 # The routes a driver sees in the app; a completed route stays reachable so a late action on it
 # is answered "already completed" (409) rather than "not found".
@@ -467,7 +467,7 @@ def _eta_window(eta: datetime, stops_before: int) -> tuple[datetime, datetime]:
     return _round_to(eta - margin), _round_to(eta + margin)
 
 
-def customer_view(*, link, now: datetime) -> dict[str, Any]:
+def customer_view(*, link, now: datetime, options: TrackingSettings | None = None) -> dict[str, Any]:
     """Everything the tracking page and GET /api/v1/track/<token>/ show, as plain data.
 
     A fixed number of queries. Times are ISO 8601 in the organisation's zone.
@@ -475,7 +475,7 @@ def customer_view(*, link, now: datetime) -> dict[str, Any]:
     order = link.order
     organization = order.organization
     tz = organization.tzinfo
-    options = settings_for(organization.pk)
+    options = options or settings_for(organization.pk)
 
     def local(moment: datetime | None) -> str | None:
         return moment.astimezone(tz).isoformat() if moment else None

@@ -170,7 +170,21 @@ class RouteEventInput(serializers.Serializer):
     at = OffsetDateTimeField(help_text="When the driver did it, by the phone's clock.")
 
 
-class StopEventInput(serializers.Serializer):
+class StopOutcomeChecks:
+    """What a stop action and a stop's proof both require: a reason to fail, words for "other",
+    and a position given whole or not at all."""
+
+    def validate(self, data):
+        if data["kind"] == "failed" and not data["reason"]:
+            raise serializers.ValidationError({"reason": "Choose why the stop failed."})
+        if data["reason"] == "other" and not data["note"].strip():
+            raise serializers.ValidationError({"note": "Say what went wrong when the reason is “other”."})
+        if (data["lat"] is None) != (data["lng"] is None):
+            raise serializers.ValidationError({"lat": "Send lat and lng together, or neither."})
+        return data
+
+
+class StopEventInput(StopOutcomeChecks, serializers.Serializer):
     uuid = serializers.UUIDField(
         help_text="Made by the app, one per action; a replay is answered, not redone."
     )
@@ -194,15 +208,6 @@ class StopEventInput(serializers.Serializer):
     lat = serializers.FloatField(required=False, allow_null=True, default=None, min_value=-90, max_value=90)
     lng = serializers.FloatField(required=False, allow_null=True, default=None, min_value=-180, max_value=180)
 
-    def validate(self, data):
-        if data["kind"] == "failed" and not data["reason"]:
-            raise serializers.ValidationError({"reason": "Choose why the stop failed."})
-        if data["reason"] == "other" and not data["note"].strip():
-            raise serializers.ValidationError({"note": "Say what went wrong when the reason is “other”."})
-        if (data["lat"] is None) != (data["lng"] is None):
-            raise serializers.ValidationError({"lat": "Send lat and lng together, or neither."})
-        return data
-
 
 class StopEventResult(serializers.Serializer):
     stop = DriverStopSerializer()
@@ -218,7 +223,7 @@ class RouteEventResult(serializers.Serializer):
     )
 
 
-class StopProofInput(serializers.Serializer):
+class StopProofInput(StopOutcomeChecks, serializers.Serializer):
     """The multipart form of a stop's completion (or failed attempt) with its proof."""
 
     uuid = serializers.UUIDField(help_text="Made by the app per capture; a retry returns the first result.")
@@ -242,15 +247,6 @@ class StopProofInput(serializers.Serializer):
         help_text="JPEG, PNG or WebP; the server re-encodes them without metadata.",
     )  # fmt: skip
     signature = serializers.FileField(required=False, allow_null=True, default=None, allow_empty_file=True)
-
-    def validate(self, data):
-        if data["kind"] == "failed" and not data["reason"]:
-            raise serializers.ValidationError({"reason": "Choose why the stop failed."})
-        if data["reason"] == "other" and not data["note"].strip():
-            raise serializers.ValidationError({"note": "Say what went wrong when the reason is “other”."})
-        if (data["lat"] is None) != (data["lng"] is None):
-            raise serializers.ValidationError({"lat": "Send lat and lng together, or neither."})
-        return data
 
 
 class StopProofResult(serializers.Serializer):

@@ -4,6 +4,7 @@ import logging
 
 from tracking.alerts import alerts_sweep
 from tracking.eta import eta_recompute
+from tracking.links import tracking_links_sweep
 from tracking.notifications import notification_send, notifications_sweep
 
 logger = logging.getLogger(__name__)
@@ -39,3 +40,11 @@ def sweep_notifications() -> dict[str, int]:
 def send_notification(notification_id: int) -> str:
     """Send one outbox row (queued after commit). Running it twice sends once."""
     return notification_send(notification_id=notification_id)
+
+
+def ensure_tracking_links() -> int:
+    """Every ten minutes: a link for any order whose creation signal was missed."""
+    made = tracking_links_sweep()
+    if made:
+        logger.info("Made %d missing tracking link(s)", made)
+    return made

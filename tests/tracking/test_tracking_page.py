@@ -317,3 +317,15 @@ def test_polls_of_an_open_page_are_not_views_but_keep_last_seen(client, ours, ti
     client.get(link_path(link), headers=HTMX)
     link.refresh_from_db()
     assert (link.views, link.last_seen_at) == (1, at(10, 2))
+
+
+def test_the_sweep_gives_a_link_to_an_order_whose_signal_was_missed(org):
+    from tracking.tasks import ensure_tracking_links
+
+    order = services.order_create(  # on_commit never runs inside the test transaction
+        organization=org, by=None, recipient_name="Ada", address="Wiener Str. 1", service_date=DAY
+    )
+    assert not TrackingLink.objects.filter(order=order).exists()
+    assert ensure_tracking_links() == 1
+    assert TrackingLink.objects.filter(order=order, revoked_at=None).count() == 1
+    assert ensure_tracking_links() == 0

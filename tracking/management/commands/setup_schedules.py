@@ -13,6 +13,7 @@ SCHEDULES = {
     "raise and resolve alerts": ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
     "send notifications": ("tracking.tasks.sweep_notifications", Schedule.MINUTES, 1),
     "recompute ETAs": ("tracking.tasks.recompute_etas", Schedule.MINUTES, 1),
+    "give new orders their tracking link": ("tracking.tasks.ensure_tracking_links", Schedule.MINUTES, 10),
     "purge orphaned proof files": ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
 }
 
