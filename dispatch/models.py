@@ -58,6 +58,23 @@ class Organization(models.Model):
         validators=[validate_timezone],
         help_text="IANA zone in which windows, shifts and “today” are read, e.g. Europe/Berlin.",
     )
+    # What a delivery costs, for reports and each plan and route: distance driven and the
+    # driver's paid time (the figure carriers compare with the industry's ~$10-11 per drop).
+    currency = models.CharField(max_length=3, default="EUR", help_text="ISO 4217 code, e.g. EUR or USD.")
+    cost_per_km = models.DecimalField(
+        max_digits=8,
+        decimal_places=2,
+        default=0.50,
+        validators=[MinValueValidator(0)],
+        help_text="Vehicle cost per kilometre driven (fuel, wear, lease).",
+    )
+    cost_per_driver_hour = models.DecimalField(
+        max_digits=8,
+        decimal_places=2,
+        default=25.00,
+        validators=[MinValueValidator(0)],
+        help_text="What an hour of a driver's time costs, wages and overheads included.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,6 +98,9 @@ class Membership(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=20, choices=Role.choices)
+    daily_summary = models.BooleanField(
+        default=False, help_text="E-mail me yesterday's figures every morning (dispatchers and admins)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -315,6 +335,13 @@ class Order(models.Model):
     )
     handover_pin = models.CharField(max_length=4, default=new_handover_pin, editable=False)
     cancel_reason = models.CharField(max_length=300, blank=True)
+    # The customer's rating from the tracking page, recorded here for reports
+    # (dispatch.services.order_rating_record, called by tracking).
+    rating = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    rating_comment = models.TextField(blank=True)
+    rated_at = models.DateTimeField(null=True, blank=True)
     # Bumped by every service write: a form saved from a stale copy is refused, not merged.
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -337,6 +364,9 @@ class Order(models.Model):
                 violation_error_message="The window must end after it starts.",
             ),
             models.CheckConstraint(condition=Q(parcels__gte=0), name="order_parcels_gte_0"),
+            models.CheckConstraint(
+                condition=Q(rating__isnull=True) | Q(rating__gte=1, rating__lte=5), name="order_rating_1_5"
+            ),
             *_coordinates_in_range(),
         ]
         indexes = [
@@ -436,6 +466,9 @@ class Route(models.Model):
     # Driven so far, from the driver's good GPS fixes while the route is in progress (kept by
     # tracking's ingest through dispatch.services.route_travelled_set).
     travelled_distance_m = models.PositiveIntegerField(default=0)
+    # The driven path, simplified to a few hundred [lat, lng] points, for the route page's
+    # planned-vs-actual map (written by tracking through dispatch.services).
+    travelled_path = models.JSONField(default=list, blank=True)
     # Rules the current sequence breaks (late for a window, overloaded, past the shift's end),
     # recomputed after every change so a dispatcher never accepts one silently.
     violations = models.JSONField(default=list, blank=True)
@@ -498,6 +531,10 @@ class Stop(models.Model):
     arrived_at = models.DateTimeField(null=True, blank=True)
     departed_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.CharField(max_length=200, blank=True)
+    # Recorded by pod when the stop's proof is saved, so reports never read pod's tables:
+    # when it was captured and whether it held everything the policy asks for.
+    proof_recorded_at = models.DateTimeField(null=True, blank=True)
+    proof_complete = models.BooleanField(null=True, blank=True)
 
     class Meta:
         ordering = ["route", "sequence"]
@@ -555,3 +592,71 @@ class StopEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} · {self.order} · {self.at:%Y-%m-%d %H:%M}"
+
+
+class ApiKey(models.Model):
+    """An organisation's key for integrations (shops, ERPs): shown once, stored as a hash.
+
+    The key acts for its organisation with a dispatcher's reach on the REST API, never the
+    portal or the driver endpoints. `prefix` (the first characters) finds the row; the hash
+    of the whole key proves it.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, help_text="What uses it, e.g. “Shopify shop”.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "name"],
+                condition=Q(revoked_at__isnull=True),
+                name="apikey_active_name_unique_per_org",
+                violation_error_message="An active key with this name already exists.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST sent with an `Idempotency-Key`, replayed for repeats.
+
+    `principal` names who sent it ("key:<id>" or "user:<id>"): keys are scoped per sender.
+    `status_code` is null while the first request is still being handled (a repeat then
+    gets a 409), and `request_hash` tells a repeat from a different request with the same key.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    principal = models.CharField(max_length=40)
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=500)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    response_headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["principal", "key"], name="idempotency_key_unique_per_principal")
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}]"
