@@ -107,6 +107,13 @@ def tracking_link_revoke(*, link: TrackingLink, now: datetime | None = None) -> 
     return link
 
 
+def token_hash(token: str) -> str | None:
+    """What the database keeps of a well-formed token (None for one that cannot be a token)."""
+    if not isinstance(token, str) or len(token) != TOKEN_LENGTH:
+        return None
+    return _hash(token)
+
+
 def tracking_link_lookup(token: str, *, now: datetime | None = None) -> tuple[TrackingLink | None, str]:
     """(link, "ok" | "expired") for a working or expired link; (None, "unknown") for a token
     that is malformed, never issued or revoked — those all look the same from outside."""
@@ -133,12 +140,14 @@ def tracking_link_seen(*, link: TrackingLink, now: datetime | None = None) -> No
     )
 
 
-def tracking_link_still_open(*, link: TrackingLink, now: datetime | None = None) -> None:
+def tracking_link_still_open(
+    *, link_id: int, last_seen_at: datetime | None, now: datetime | None = None
+) -> None:
     """An open page polled: not a new view, but the customer is still looking. last_seen_at is
     moved at most once a minute, so 2,000 open pages do not write 133 times a second."""
     now = now or timezone.now()
-    if link.last_seen_at is None or now - link.last_seen_at >= timedelta(minutes=1):
-        TrackingLink.objects.filter(pk=link.pk).update(last_seen_at=now)
+    if last_seen_at is None or now - last_seen_at >= timedelta(minutes=1):
+        TrackingLink.objects.filter(pk=link_id).update(last_seen_at=now)
 
 
 def tracking_link_order_changed(*, order_id: int, now: datetime | None = None) -> None:

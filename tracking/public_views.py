@@ -6,7 +6,6 @@ only revalidated (ETag → 304). Requests per client address are rate-limited.
 """
 
 import hashlib
-import json
 import math
 import mimetypes
 import time
@@ -18,15 +17,20 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.cache import get_conditional_response, patch_cache_control
-from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 from pod.models import ProofOfDelivery, ProofPhoto
 from pod.views import proof_file_response
 from tracking.customer import page_context
-from tracking.links import settings_for, tracking_link_lookup, tracking_link_seen, tracking_link_still_open
-from tracking.selectors import customer_view
+from tracking.links import (
+    settings_for,
+    token_hash,
+    tracking_link_lookup,
+    tracking_link_seen,
+    tracking_link_still_open,
+)
+from tracking.selectors import customer_fingerprint, customer_view
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -100,35 +104,46 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
     refused = rate_limited(request)
     if refused is not None:
         return refused
+    if request.htmx:
+        return _poll(request, token)
     link, refusal = resolve(request, token)
     if refusal is not None:
         return refusal
     now = timezone.now()
-    if request.htmx:
-        tracking_link_still_open(link=link, now=now)
-    else:
-        tracking_link_seen(link=link, now=now)
+    tracking_link_seen(link=link, now=now)
     options = settings_for(link.organization_id)  # read once, used by every part of the page
-    data = customer_view(link=link, now=now, options=options)
-    context = {
-        "token": token,
-        "data": data,
-        "link": link,
-        "organization": link.order.organization,
-        "has_logo": bool(options.logo),
-    }
+    context = _live_context(link, token, now, options) | {"has_logo": bool(options.logo)}
     # The customer's own requests: instructions, another window, a message, the rating.
     context |= page_context(link=link, now=now, options=options)
-    if request.htmx:
-        fingerprint = json.dumps([data, context.get("fingerprint_extra")], sort_keys=True, default=str)
-        etag = quote_etag(hashlib.sha256(fingerprint.encode()).hexdigest()[:32])
-        not_modified = get_conditional_response(request, etag=etag)
-        if not_modified is not None:
-            return private(not_modified, revalidate=True)
-        response = render(request, "tracking/track.html#track-live", context)
-        response.headers["ETag"] = etag
-        return private(response, revalidate=True)
     return private(render(request, "tracking/track.html", context))
+
+
+def _live_context(link, token: str, now, options) -> dict:
+    data = customer_view(link=link, now=now, options=options)
+    return {"token": token, "data": data, "link": link, "organization": link.order.organization}
+
+
+def _poll(request: HtmxHttpRequest, token: str) -> HttpResponse:
+    """The open page's poll every 15 s: the #track-live partial, or a 304 when the customer
+    already has what it would show. One query decides (customer_fingerprint); a changed page
+    is built from the same row, plus its timeline (and its proof once delivered)."""
+    now = timezone.now()
+    digest = token_hash(token)
+    fingerprint = customer_fingerprint(token_hash=digest, now=now) if digest else None
+    if fingerprint is None or (fingerprint.expires_at is not None and fingerprint.expires_at <= now):
+        link, refusal = resolve(request, token)  # the same 404 / 410 as the full page
+        if refusal is not None:
+            return refusal
+        data = customer_view(link=link, now=now)  # it came back between the two reads
+        return private(render(request, "tracking/track.html#track-live", {"token": token, "data": data}))
+    tracking_link_still_open(link_id=fingerprint.link_id, last_seen_at=fingerprint.last_seen_at, now=now)
+    not_modified = get_conditional_response(request, etag=fingerprint.etag)
+    if not_modified is not None:
+        return private(not_modified, revalidate=True)
+    data = customer_view(link=None, now=now, row=fingerprint.row)
+    response = render(request, "tracking/track.html#track-live", {"token": token, "data": data})
+    response.headers["ETag"] = fingerprint.etag
+    return private(response, revalidate=True)
 
 
 def _proof_for(link) -> ProofOfDelivery:

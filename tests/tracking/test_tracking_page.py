@@ -223,6 +223,102 @@ def test_polling_answers_304_until_something_changes_and_stops_after_delivery(cl
     assert done.status_code == 200 and 'hx-trigger="every' not in done.content.decode()
 
 
+def _poll(client, link, etag: str | None = None):
+    headers = {**HTMX, "If-None-Match": etag} if etag else HTMX
+    return client.get(link_path(link), headers=headers)
+
+
+def test_the_poll_etag_changes_whenever_what_the_partial_shows_changes(client, ours, org, time_machine):
+    """The 304 comes from customer_fingerprint, not from the data: every change customer_view
+    would show must change the ETag (TRK-2), and the clock alone must too."""
+    stop, link = ours
+    order, route = stop.order, stop.route
+    first = _poll(client, link)
+    state = {"etag": first["ETag"], "data": live_data(first.content.decode())}
+
+    def changed(why: str, expect_new_data: bool = True) -> None:
+        answer = _poll(client, link, state["etag"])
+        fresh = _poll(client, link)
+        data = live_data(fresh.content.decode())
+        if expect_new_data:
+            assert data != state["data"], f"{why}: the test changed nothing the page shows"
+        if data != state["data"]:
+            assert answer.status_code == 200 and fresh["ETag"] != state["etag"], f"{why}: stale 304"
+        state.update(etag=fresh["ETag"], data=data)
+
+    StopFactory._meta.model.objects.filter(pk=stop.pk).update(eta=at(11, 30), eta_updated_at=at(10))
+    changed("a new ETA")
+    time_machine.move_to(at(10, 3), tick=False)
+    changed("minutes since the ETA was updated")
+    Order.objects.filter(pk=order.pk).update(customer_instructions="Door code 1234")
+    changed("the customer's instructions (no version bump)")
+    Order.objects.filter(pk=order.pk).update(window_start=at(11), window_end=at(13))
+    changed("a moved window")
+    Order.objects.filter(pk=order.pk).update(address="Street 5a", recipient_name="Customer Five")
+    changed("the address and name")
+    complete(route.stops.get(sequence=1), 4)
+    changed("an earlier stop done: fewer stops before yours, a new timeline")
+    TrackingSettings.objects.update_or_create(organization=org, defaults={"contact_text": "030 1234"})
+    changed("the organisation's contact line")
+    org.name = "Parcel Heroes"
+    org.save()
+    changed("the organisation's name")
+    route.driver.user.first_name = "Dora"
+    route.driver.user.save()
+    changed("the driver's first name")
+    route.vehicle.registration = "B-DS 78"
+    route.vehicle.save()
+    changed("the vehicle")
+
+    # Still three stops ahead with show_driver_within_stops=1: the van's moves are not shown...
+    TrackingSettings.objects.filter(organization=org).update(show_driver_within_stops=1)
+    changed("the driver is hidden beyond the configured stops")
+    assert state["data"]["driver"]["position"] is None
+    DriverPositionFactory._meta.model.objects.filter(driver=route.driver).update(
+        lat=52.4911, recorded_at=at(10, 3)
+    )
+    assert _poll(client, link, state["etag"]).status_code == 304  # ...and cost this page nothing
+    for n in (2, 3, 4):
+        complete(route.stops.get(sequence=n), 5)
+    changed("next in line: the driver appears")
+    assert state["data"]["driver"]["position"] is not None
+    DriverPositionFactory._meta.model.objects.filter(driver=route.driver).update(
+        lat=52.4921, recorded_at=at(10, 4)
+    )
+    changed("the driver moved")
+    complete(stop, 6)
+    changed("delivered")
+    assert state["data"]["final"] is True
+
+
+def test_an_unchanged_poll_is_one_query(client, ours, django_assert_num_queries, time_machine):
+    _stop, link = ours
+    etag = _poll(client, link)["ETag"]
+    with django_assert_num_queries(1):
+        assert _poll(client, link, etag).status_code == 304
+    time_machine.move_to(at(10, 2), tick=False)  # a minute on: last seen moves, once
+    etag = _poll(client, link)["ETag"]
+    time_machine.move_to(
+        at(
+            10,
+            2,
+        )
+        + dt.timedelta(seconds=20),
+        tick=False,
+    )
+    with django_assert_num_queries(1):
+        assert _poll(client, link, etag).status_code == 304
+
+
+def test_a_poll_of_a_revoked_or_expired_link_is_its_404_or_410(client, ours):
+    stop, link = ours
+    etag = _poll(client, link)["ETag"]
+    TrackingLink.objects.filter(pk=link.pk).update(expires_at=at(9))
+    assert _poll(client, link, etag).status_code == 410
+    TrackingLink.objects.filter(pk=link.pk).update(revoked_at=at(9, 30))
+    assert _poll(client, link, etag).status_code == 404
+
+
 def test_the_json_api_gives_the_same_data(client, ours):
     _stop, link = ours
     api = client.get(f"/api/v1/track/{link_token(link)}/").json()
