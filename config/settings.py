@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -210,6 +211,15 @@ SMS_HTTP_TIMEOUT = env.float("SMS_HTTP_TIMEOUT", default=10.0)
 SMS_FROM = env("SMS_FROM", default="Doorstep")
 # Shared secret of the provider's inbound-SMS callback (customers replying STOP); empty = off.
 SMS_INBOUND_SECRET = env("SMS_INBOUND_SECRET", default="")
+# WH-4: how the provider proves an inbound callback is its own. "signature" (default): Standard
+# Webhooks headers signed with SMS_INBOUND_SECRET, at most 5 minutes old, each event id acted on
+# once; "token": the secret as Authorization Bearer/Basic (providers that cannot sign).
+SMS_INBOUND_AUTH = env("SMS_INBOUND_AUTH", default="signature")
+
+# --- Webhooks (tracking.webhooks, docs/webhooks.md) -----------------------------------------
+WEBHOOK_TIMEOUT = env.float("WEBHOOK_TIMEOUT", default=15.0)  # seconds per attempt (WH-2)
+WEBHOOK_RETRY_HOURS = env.float("WEBHOOK_RETRY_HOURS", default=72.0)  # then failed (JOB-5)
+WEBHOOK_ROTATION_GRACE_HOURS = env.float("WEBHOOK_ROTATION_GRACE_HOURS", default=24.0)
 
 # --- Security -------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
@@ -277,6 +287,8 @@ ARRIVAL_RADIUS_M = env.float("ARRIVAL_RADIUS_M", default=75.0)
 # The site's public address, for links in messages (tracking links, unsubscribe): the scheme,
 # host and any path prefix the customers' phones reach, e.g. https://track.example.com
 SITE_URL = env("SITE_URL", default="http://127.0.0.1:8000")
+# The local hour (each organisation's zone) after which yesterday's summary e-mail goes out.
+DAILY_SUMMARY_HOUR = env.int("DAILY_SUMMARY_HOUR", default=7)
 # Tracking page requests per client address per minute (429 with Retry-After above it).
 TRACKING_RATE_PER_MINUTE = env.int("TRACKING_RATE_PER_MINUTE", default=60)
 
@@ -305,16 +317,27 @@ ALERT_NO_FIXES_MINUTES = env.int("ALERT_NO_FIXES_MINUTES", default=10)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
+        # Organisation API keys (Authorization: Bearer dsk_…): integrations, never driver endpoints.
+        "dispatch.api_auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # drf-spectacular's AutoSchema plus the error answers (400/401/403/404/409/422/429) we send.
+    "DEFAULT_SCHEMA_CLASS": "dispatch.api_base.DoorstepAutoSchema",
+    # ?page= and ?page_size= (at most 200); every list ends its ordering on the primary key.
+    "DEFAULT_PAGINATION_CLASS": "dispatch.pagination.StablePagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "EXCEPTION_HANDLER": "dispatch.api.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth": env("API_AUTH_THROTTLE", default="20/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": env("API_AUTH_THROTTLE", default="20/min"),
+        # Integration endpoints (dispatch.api_base.IntegrationAPIMixin): per API key, per address.
+        "api_key": env("API_KEY_THROTTLE", default="600/min"),
+        "api_ip": env("API_IP_THROTTLE", default="1200/min"),
+    },
 }
+# How long an Idempotency-Key's first answer is kept for replay (dispatch.tasks purges older).
+IDEMPOTENCY_KEY_HOURS = env.int("IDEMPOTENCY_KEY_HOURS", default=24)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Doorstep API",
     "DESCRIPTION": "Orders, routes, drivers and tracking for last-mile delivery.",
@@ -339,12 +362,22 @@ SPECTACULAR_SETTINGS = {
 # --- Background jobs (django-q2) ------------------------------------------------------------
 # Always the ORM broker on the main database: a task queued inside a transaction that rolls
 # back never runs, and a task whose worker is killed runs again after `retry` (Redis loses it).
+# A task still running after Q_TIMEOUT seconds is stopped; one whose worker died is handed
+# out again after Q_RETRY seconds, which must exceed the timeout (by 30 s at least), or a slow
+# task would run twice at once.
+Q_TIMEOUT = env.int("Q_TIMEOUT", default=300)
+Q_RETRY = env.int("Q_RETRY", default=Q_TIMEOUT + 60)
+if Q_RETRY < Q_TIMEOUT + 30:
+    raise ImproperlyConfigured(
+        f"Q_RETRY ({Q_RETRY} s) must be at least Q_TIMEOUT ({Q_TIMEOUT} s) + 30 s, or a task "
+        "still running would be handed to a second worker."
+    )
 Q_CLUSTER = {
     "name": "doorstep",
     "orm": "default",
     "workers": env.int("Q_WORKERS", default=2),
-    "timeout": 300,
-    "retry": 360,  # must exceed timeout, or a long task is handed to a second worker
+    "timeout": Q_TIMEOUT,
+    "retry": Q_RETRY,
     "max_attempts": 5,
     "catch_up": False,  # a stopped cluster must not replay every missed schedule slot
     "save_limit": 500,

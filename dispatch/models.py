@@ -535,6 +535,10 @@ class Stop(models.Model):
     # when it was captured and whether it held everything the policy asks for.
     proof_recorded_at = models.DateTimeField(null=True, blank=True)
     proof_complete = models.BooleanField(null=True, blank=True)
+    # Recorded by dispatch.services.stop_transition when the visit ends completed or failed:
+    # True if no attempt of the same order had ended before it. Reports count first-attempt
+    # success from it instead of searching every order's history per stop (issue #7).
+    first_attempt = models.BooleanField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["route", "sequence"]

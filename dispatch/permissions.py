@@ -1,4 +1,39 @@
-"""Who may use which surface. Portal pages: admins and dispatchers. Drivers: /driver/ only."""
+"""Who may use which surface. Portal pages: admins and dispatchers. Drivers: /driver/ only.
+
+REST API, who reaches what:
+
+- session (the portal's log-in) and per-user tokens (``Authorization: Token …``) act as their
+  user; organisation API keys (``Authorization: Bearer dsk_…``, dispatch.api_auth) act as an
+  ``ApiKeyPrincipal`` whose membership is a *dispatcher* of the key's organisation.
+- integration endpoints use :class:`IsPortalUser`: admins, dispatchers and API keys pass;
+  drivers' tokens get 403. Driver endpoints use ``tracking.api.IsDriver``: API keys get 403.
+  The portal's HTML pages use Django sessions only, which an API key never opens.
+
+The pattern for a new integration viewset (e.g. tracking's ``webhooks/``)::
+
+    from dispatch.api import OrganizationTimezoneMixin
+    from dispatch.api_auth import request_actor
+    from dispatch.api_base import IntegrationAPIMixin
+    from dispatch.permissions import IsPortalUser
+    from dispatch.selectors import organization_for
+
+    class WebhookEndpointViewSet(IntegrationAPIMixin, OrganizationTimezoneMixin, viewsets.ModelViewSet):
+        permission_classes = [IsPortalUser]
+
+        def get_queryset(self):  # another organisation's row is then a 404
+            return WebhookEndpoint.objects.filter(
+                organization=organization_for(self.request.user)
+            ).order_by("pk")  # lists end on a unique key (stable pages)
+
+        def create(self, request):
+            ...  # services.webhook_endpoint_create(
+            #     organization=organization_for(request.user), by=request_actor(request), ...)
+
+``IntegrationAPIMixin`` (first in the bases) brings Idempotency-Key on POST, the per-key and
+per-address rate limits and the bounded pages; the schema class documents their errors.
+Pass ``by=request_actor(request)`` to services, never ``request.user``: an API key is not a
+user, so the actor is None (a FK to a user cannot hold it).
+"""
 
 from collections.abc import Callable
 from functools import wraps

@@ -13,11 +13,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRefresh
 
-from dispatch import planning, services
+from dispatch import planning, reports, services
 from dispatch.forms import DateInput, NoColonLabels, add_service_errors
 from dispatch.models import Depot, Order, Plan, Route, Shift, Stop
 from dispatch.permissions import portal_view
-from dispatch.selectors import plans_visible_to, routes_visible_to
+from dispatch.selectors import plans_visible_to, route_stops_planned_vs_actual, routes_visible_to
 from dispatch.timeutils import local_today
 
 ROUTE_COLOURS = [
@@ -193,6 +193,7 @@ def _plan_context(request: HttpRequest, plan: Plan) -> dict:
         "previous_totals": previous.result.get("totals", {}) if previous else {},
         "map_json": json.dumps(map_data),
         "drafts": any(r.status == Route.Status.DRAFT for r in routes),
+        "cost": reports.routes_cost(organization=plan.organization, routes=plan.routes.all()),
     }
 
 
@@ -412,11 +413,39 @@ def route_swap(request: HttpRequest, pk: int) -> HttpResponse:
 @portal_view
 def route_detail(request: HttpRequest, pk: int) -> HttpResponse:
     route = get_object_or_404(routes_visible_to(request.user), pk=pk)
-    if route.plan_id:
+    if route.plan_id and route.status == Route.Status.DRAFT:
+        # A draft is edited on its plan's page; once published, the route has its own story.
         return redirect(f"{reverse('dispatch:plan_detail', args=[route.plan_id])}#route-{route.pk}")
-    stops = route.stops.select_related("order").order_by("sequence")
+    stops = list(route_stops_planned_vs_actual(route=route))
+    located = [s for s in stops if not s.order.needs_location]
+    map_data = {
+        "depot": [route.depot.lat, route.depot.lng],
+        "planned": [[s.order.lat, s.order.lng] for s in located],
+        "stops": [
+            {"lat": s.order.lat, "lng": s.order.lng, "n": s.sequence, "status": s.status} for s in located
+        ],
+        "travelled": route.travelled_path,
+    }
     return render(
         request,
         "dispatch/route_detail.html",
-        {"nav": "plans", "route": route, "stops": stops, "timeline": planning.route_timeline(route)},
+        {
+            "nav": "plans",
+            "route": route,
+            "stops": stops,
+            "timeline": planning.route_timeline(route),
+            "cost": reports.routes_cost(
+                organization=request.organization, routes=Route.objects.filter(pk=route.pk)
+            ),
+            "actual_s": (route.completed_at - route.started_at).total_seconds()
+            if route.started_at and route.completed_at
+            else None,
+            "planned_s": route.planned_duration_s
+            or (
+                (route.planned_end - route.planned_start).total_seconds()
+                if route.planned_start and route.planned_end
+                else None
+            ),
+            "map_json": json.dumps(map_data),
+        },
     )

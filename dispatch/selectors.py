@@ -1,11 +1,14 @@
 """Reads shaped for pages and endpoints. Every one is scoped to the caller's organisation."""
 
+import hashlib
+import hmac
 from datetime import date
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 
 from dispatch.models import (
+    ApiKey,
     Contact,
     Depot,
     Driver,
@@ -19,6 +22,7 @@ from dispatch.models import (
     StopEvent,
     Vehicle,
 )
+from dispatch.reports import SecondsBetween
 
 
 def membership_for(user: AbstractBaseUser | AnonymousUser | None) -> Membership | None:
@@ -149,3 +153,42 @@ def driver_list(*, user: AbstractBaseUser, day: date) -> QuerySet[Driver]:
 def order_status_counts(*, user: AbstractBaseUser, day: date) -> dict[str, int]:
     rows = orders_visible_to(user).filter(service_date=day).values("status").annotate(n=Count("pk"))
     return {row["status"]: row["n"] for row in rows}
+
+
+API_KEY_PREFIX = "dsk_"
+
+
+def api_key_hash(raw: str) -> str:
+    """SHA-256 of the whole key. Its secret part has 256 bits of randomness, so a plain hash
+    cannot be brute-forced, and rotating SECRET_KEY does not break every integration."""
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_key_for_secret(raw: str) -> ApiKey | None:
+    """The active key whose plain text is `raw`, or None (malformed, unknown or revoked).
+
+    The prefix finds the row; the hash of the whole key, compared in constant time, proves it.
+    """
+    if not raw.startswith(API_KEY_PREFIX) or len(raw) > 200:
+        return None
+    prefix, _, secret = raw.removeprefix(API_KEY_PREFIX).partition("_")
+    if not prefix or not secret:
+        return None
+    key = ApiKey.objects.select_related("organization").filter(prefix=prefix, revoked_at=None).first()
+    if key is None or not hmac.compare_digest(key.key_hash, api_key_hash(raw)):
+        return None
+    return key
+
+
+def api_keys_visible_to(user: AbstractBaseUser) -> QuerySet[ApiKey]:
+    return _scoped(ApiKey, user).select_related("created_by").order_by("-created_at", "-pk")
+
+
+def route_stops_planned_vs_actual(*, route: Route) -> QuerySet[Stop]:
+    """The route's stops in order with their orders, and `delay_s`: actual minus planned arrival
+    in seconds (None until the driver arrives)."""
+    return (
+        route.stops.select_related("order")
+        .annotate(delay_s=SecondsBetween("arrived_at", "planned_arrival"))
+        .order_by("sequence")
+    )

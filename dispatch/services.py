@@ -4,6 +4,7 @@ Status changes use a conditional UPDATE (… WHERE status = <expected>), so two 
 the same row cannot both succeed, and each appends a StopEvent in the same transaction.
 """
 
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -12,14 +13,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Model
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from dispatch import signals
 from dispatch.models import (
+    ApiKey,
     Contact,
     Depot,
     Driver,
+    IdempotencyRecord,
     Membership,
     Order,
     Organization,
@@ -29,6 +32,7 @@ from dispatch.models import (
     StopEvent,
     Vehicle,
 )
+from dispatch.selectors import API_KEY_PREFIX, api_key_hash
 
 
 class IllegalTransition(Exception):
@@ -171,6 +175,25 @@ def membership_create(
         user.set_unusable_password()
     user.save()
     return _save(Membership(user=user, organization=organization, role=role))
+
+
+def membership_daily_summary_set(*, membership: Membership, enabled: bool) -> Membership:
+    """Turn the member's daily summary e-mail (tracking.summaries) on or off.
+
+    Raises ValidationError when turning it on for a driver (the summary is for the portal's
+    admins and dispatchers) or for a user without an e-mail address (nowhere to send it).
+    Turning it off always works. Enqueues nothing: the morning schedule reads the flag.
+    """
+    if enabled and not membership.uses_portal:
+        raise ValidationError("The daily summary is for dispatchers and admins.")
+    if enabled and not membership.user.email.strip():
+        raise ValidationError(
+            "Your account has no e-mail address, so there is nowhere to send the summary: "
+            "ask an admin to add one, then turn it on."
+        )
+    Membership.objects.filter(pk=membership.pk).update(daily_summary=enabled)
+    membership.daily_summary = enabled
+    return membership
 
 
 @transaction.atomic
@@ -332,14 +355,24 @@ def order_create(
 
 @transaction.atomic
 def orders_create_many(
-    *, organization: Organization, by: AbstractBaseUser | None, rows: list[Mapping[str, Any]]
+    *,
+    organization: Organization,
+    by: AbstractBaseUser | None,
+    rows: list[Mapping[str, Any]],
+    prechecked: bool = False,
 ) -> list[Order]:
-    """All rows or none. Raises ValidationError whose messages name the (1-based) row."""
+    """All rows or none. Raises ValidationError whose messages name the (1-based) row.
+
+    `prechecked=True`: the caller ran orders_check_many on these rows in this transaction and
+    found nothing (the REST API's bulk create does), so model validation is not run twice.
+    """
     built, errors = [], []
     refs_seen: dict[str, int] = {}
     for number, fields in enumerate(rows, start=1):
         try:
-            order = _validated(_order_build(organization, fields))
+            order = _order_build(organization, fields)
+            if not prechecked:
+                _validated(order)
         except ValidationError as exc:
             errors.extend(f"Row {number}: {message}" for message in _flat_messages(exc))
             continue
@@ -616,6 +649,9 @@ def stop_transition(
         updates["departed_at"] = at
     if to == T.FAILED:
         updates["failure_reason"] = reason.strip()
+    if to in (T.COMPLETED, T.FAILED):  # read by dispatch.reports (first-attempt success)
+        earlier = Stop.objects.filter(order_id=current.order_id, status__in=(T.COMPLETED, T.FAILED))
+        updates["first_attempt"] = not earlier.exclude(pk=current.pk).exists()
     if Stop.objects.filter(pk=current.pk, status=current.status).update(**updates) != 1:
         raise IllegalTransition("The stop changed status at the same moment; reload and retry.")
     # The route changed too: a dispatcher's page or a re-plan proposal made before this is stale.
@@ -763,3 +799,153 @@ def stops_eta_set(*, etas: Mapping[int, datetime | None], now: datetime | None =
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+# --- What reports read, recorded when it happens (by tracking and pod) ----------------------
+
+TRAVELLED_PATH_MAX_POINTS = 500
+
+
+def order_rating_record(*, order: Order, rating: int, comment: str = "", at: datetime) -> Order:
+    """Store the customer's rating on the order for reports (tracking.customer.customer_rating
+    calls it in the transaction that records the request).
+
+    Raises ValidationError {"rating": …} outside 1–5. Leaves Order.version alone: a rating is
+    not a dispatcher's edit, and must not make an open order form stale.
+    """
+    if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
+        raise ValidationError({"rating": "A rating is from 1 to 5 stars."})
+    Order.objects.filter(pk=order.pk).update(rating=rating, rating_comment=comment, rated_at=at)
+    order.rating, order.rating_comment, order.rated_at = rating, comment, at
+    return order
+
+
+def stop_proof_record(*, stop: Stop, at: datetime, complete: bool) -> Stop:
+    """Note on the stop that its proof was captured at `at` and whether it held everything the
+    organisation's policy asks for (pod.services.proof_record calls it in its transaction), so
+    reports never read pod's tables. Raises nothing."""
+    Stop.objects.filter(pk=stop.pk).update(proof_recorded_at=at, proof_complete=complete)
+    stop.proof_recorded_at, stop.proof_complete = at, complete
+    return stop
+
+
+def route_travelled_paths_set(*, paths: Mapping[int, list[list[float]]]) -> int:
+    """Store each route's simplified driven path (route id → [[lat, lng], …], at most
+    TRAVELLED_PATH_MAX_POINTS points; tracking.paths builds them) in one UPDATE per 100 routes.
+
+    Leaves Route.version alone, like route_travelled_set. Raises ValueError for a malformed or
+    too long path (nothing is written then); returns how many routes changed.
+    """
+    routes = []
+    for route_id, path in paths.items():
+        if len(path) > TRAVELLED_PATH_MAX_POINTS:
+            raise ValueError(
+                f"A travelled path has at most {TRAVELLED_PATH_MAX_POINTS} points, not {len(path)}."
+            )
+        clean = []
+        for point in path:
+            lat, lng = (float(v) for v in point)
+            if not (-90 <= lat <= 90 and -180 <= lng <= 180):
+                raise ValueError(f"({lat}, {lng}) is not a position on the Earth.")
+            clean.append([round(lat, 6), round(lng, 6)])
+        routes.append(Route(pk=route_id, travelled_path=clean))
+    return Route.objects.bulk_update(routes, ["travelled_path"], batch_size=100) if routes else 0
+
+
+# --- API keys and idempotency records --------------------------------------------------------
+
+
+@transaction.atomic
+def api_key_create(
+    *, organization: Organization, name: str, by: AbstractBaseUser | None
+) -> tuple[ApiKey, str]:
+    """A new key and its plain text, which exists only in this return value: show it once.
+
+    The key is "dsk_<prefix>_<secret>"; the row keeps the prefix (to find it) and the SHA-256
+    of the whole key. Raises ValidationError for a blank name or one an active key has.
+    """
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "Name the key after what will use it, e.g. “Shopify shop”."})
+    if ApiKey.objects.filter(organization=organization, name__iexact=name, revoked_at=None).exists():
+        raise ValidationError({"name": "An active key with this name already exists."})
+    prefix = secrets.token_hex(6)
+    raw = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    key = _save(
+        ApiKey(
+            organization=organization,
+            name=name,
+            prefix=prefix,
+            key_hash=api_key_hash(raw),
+            created_by=by if by is not None and by.pk is not None else None,
+        )
+    )
+    return key, raw
+
+
+def api_key_revoke(*, api_key: ApiKey, now: datetime | None = None) -> ApiKey:
+    """Stop the key working at once (every request looks it up). Revoking twice changes nothing."""
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at=None).update(revoked_at=now or timezone.now())
+    api_key.refresh_from_db()
+    return api_key
+
+
+def api_key_touch(*, api_key: ApiKey, now: datetime, resolution: timedelta) -> None:
+    """Record use, at most once per `resolution`: a conditional UPDATE, so a burst of requests
+    (or several processes) writes the row once, not once per request."""
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - resolution)
+    if ApiKey.objects.filter(stale, pk=api_key.pk).update(last_used_at=now):
+        api_key.last_used_at = now
+
+
+def idempotency_records_purge(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Forget replayable answers older than `older_than` (abandoned in-flight ones too)."""
+    cutoff = (now or timezone.now()) - older_than
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def orders_check_many(
+    *, organization: Organization, rows: list[tuple[int, Mapping[str, Any]]]
+) -> list[tuple[int, str, list[str]]]:
+    """Validate orders about to be created together, without saving: (index, field, messages)
+    for each problem, including an external reference repeated within the batch. The index is
+    the caller's (e.g. the item's position in an API request); an empty list means all valid."""
+    problems: list[tuple[int, str, list[str]]] = []
+    refs_seen: dict[str, int] = {}
+    # One query for every reference already taken (the constraint would name no field).
+    wanted = {str(fields.get("external_ref") or "") for _, fields in rows} - {""}
+    taken = set(
+        Order.objects.filter(organization=organization, external_ref__in=wanted).values_list(
+            "external_ref", flat=True
+        )
+    )
+    for index, fields in rows:
+        ref = fields.get("external_ref") or ""
+        try:
+            if ref in taken:
+                raise ValidationError({"external_ref": f"An order with the reference “{ref}” exists."})
+            order = _order_build(organization, fields)
+            # Fields only: Django checks each model constraint with its own query (1,000 orders
+            # took over a minute). The constraints are the window order, checked here, the
+            # coordinate and parcel ranges, which the fields' validators check, and the unique
+            # external reference, checked above in one query and within the batch below.
+            order.full_clean(validate_unique=False, validate_constraints=False)
+            if order.window_start and order.window_end and order.window_end <= order.window_start:
+                raise ValidationError({"window_end": "The window must end after it starts."})
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                problems += [
+                    (index, "non_field_errors" if field == "__all__" else field, messages)
+                    for field, messages in exc.message_dict.items()
+                ]
+            else:
+                problems.append((index, "non_field_errors", list(exc.messages)))
+            continue
+        if order.external_ref:
+            if order.external_ref in refs_seen:
+                first = refs_seen[order.external_ref]
+                problems.append((index, "external_ref", [f"“{order.external_ref}” repeats item {first}."]))
+            else:
+                refs_seen[order.external_ref] = index
+    return problems

@@ -19,3 +19,17 @@ def run_plan(plan_id: int) -> None:
     from dispatch.planning import plan_run
 
     plan_run(plan_id=plan_id)
+
+
+def purge_idempotency_records() -> int:
+    """Forget Idempotency-Key answers older than IDEMPOTENCY_KEY_HOURS. Safe to run twice."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from dispatch.services import idempotency_records_purge
+
+    removed = idempotency_records_purge(older_than=timedelta(hours=settings.IDEMPOTENCY_KEY_HOURS))
+    if removed:
+        logger.info("Forgot %d Idempotency-Key answer(s)", removed)
+    return removed

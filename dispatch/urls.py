@@ -1,6 +1,6 @@
 from django.urls import path
 
-from dispatch import import_views, plan_views, views
+from dispatch import apikey_views, import_views, plan_views, report_views, views
 
 app_name = "dispatch"
 urlpatterns = [
@@ -36,5 +36,8 @@ urlpatterns = [
     path("routes/<int:pk>/swap/", plan_views.route_swap, name="route_swap"),
     path("stops/<int:pk>/move/", plan_views.stop_move, name="stop_move"),
     path("stops/<int:pk>/remove/", plan_views.stop_remove, name="stop_remove"),
-    path("reports/", views.report_list, name="report_list"),
+    path("settings/api-keys/", apikey_views.api_key_list, name="api_key_list"),
+    path("settings/api-keys/<int:pk>/revoke/", apikey_views.api_key_revoke, name="api_key_revoke"),
+    path("reports/", report_views.report_list, name="report_list"),
+    path("reports/daily-summary/", report_views.daily_summary, name="daily_summary"),
 ]

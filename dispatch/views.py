@@ -460,12 +460,3 @@ def depot_create(request: HttpRequest) -> HttpResponse:
 @portal_view
 def depot_edit(request: HttpRequest, pk: int) -> HttpResponse:
     return _depot_form_page(request, get_object_or_404(depots_visible_to(request.user), pk=pk))
-
-
-# --- Reports (issue #7) ----------------------------------------------------------------------
-
-
-@require_GET
-@portal_view
-def report_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "dispatch/report_list.html", {"nav": "reports"})

@@ -22,6 +22,7 @@ from django.utils.crypto import constant_time_compare
 
 from dispatch.geo import distance_m
 from dispatch.models import Order, Stop
+from dispatch.services import stop_proof_record
 from pod.images import EncodedImage, ImageRejected, ProcessedPhoto, process_photo, process_signature
 from pod.models import ProofOfDelivery, ProofPhoto, ProofPolicy
 
@@ -215,7 +216,24 @@ def proof_record(
             for position, photo in enumerate(prepared.photos, start=1)
         ]
     )
+    stop_proof_record(stop=stop, at=captured_at, complete=proof_is_complete(prepared=prepared, order=order))
     return proof
+
+
+def proof_is_complete(*, prepared: PreparedProof, order: Order) -> bool:
+    """Whether a proof holds everything reports call complete (docs/reports.md): for a
+    delivery, the recipient's name and every requirement of the policy (photo, signature, PIN,
+    parcel scan); for a failed attempt, a photo of the attempt."""
+    if prepared.outcome != ProofOfDelivery.Outcome.DELIVERED:
+        return bool(prepared.photos)
+    needs = proof_requirements(order=order)
+    met = {
+        "photo": bool(prepared.photos),
+        "signature": prepared.signature is not None,
+        "pin": prepared.pin_checked,
+        "barcode": bool(prepared.scanned_code),
+    }
+    return bool(prepared.recipient_name) and all(met[need] for need in needs)
 
 
 def proof_orphans_purge(*, older_than: timedelta = timedelta(hours=1), now: datetime | None = None) -> int:

@@ -159,6 +159,9 @@ class RouteFactory(factory.django.DjangoModelFactory):
     date = TODAY
 
 
+ATTEMPTS = (Stop.Status.COMPLETED, Stop.Status.FAILED)
+
+
 class StopFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Stop
@@ -167,6 +170,15 @@ class StopFactory(factory.django.DjangoModelFactory):
     organization = factory.SelfAttribute("route.organization")
     order = factory.SubFactory(OrderFactory, organization=factory.SelfAttribute("..organization"))
     sequence = factory.Sequence(lambda n: n + 1)
+    # What dispatch.services.stop_transition records when a visit ends: the order's first attempt
+    # unless an attempt of it already exists (stops made in the order they happened).
+    first_attempt = factory.LazyAttribute(
+        lambda s: (
+            not Stop.objects.filter(order=s.order, status__in=ATTEMPTS).exists()
+            if getattr(s, "status", None) in ATTEMPTS
+            else None
+        )
+    )
 
 
 class StopEventFactory(factory.django.DjangoModelFactory):

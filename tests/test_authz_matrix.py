@@ -26,6 +26,7 @@ from django.utils import timezone
 from PIL import Image
 
 from dispatch.models import Contact, Depot, Driver, Order, Plan, Route, Shift, Stop, StopEvent, Vehicle
+from dispatch.services import api_key_create
 from dispatch.timeutils import local_today
 from pod import services as pod_services
 from tests.factories import (
@@ -41,7 +42,7 @@ from tests.factories import (
     VehicleFactory,
 )
 from tracking.links import link_token, tracking_link_ensure
-from tracking.models import Alert, CustomerRequest, TrackerDevice
+from tracking.models import Alert, CustomerRequest, Notification, TrackerDevice, WebhookEndpoint
 from tracking.services import tracker_device_create
 
 ROLES = ["anonymous", "driver", "dispatcher_a", "org_admin_a", "dispatcher_b", "staff_no_org"]
@@ -102,8 +103,28 @@ EXPECTED: dict[str, Row] = {
     "driver_locations":        Row(401,   405,  403,  403,  403,  403,  None,     None),
     "plan-list":               Row(401,   403,  200,  200,  200,  403,  None,     None),
     "plan-detail":             Row(401,   403,  200,  200,  404,  403,  "plan",   None),
+    "plan-publish":            Row(401,   403,  405,  405,  405,  403,  "plan",   None),
+    "order-events":            Row(401,   403,  200,  200,  404,  403,  "order",  None),
+    "order_tracking":          Row(401,   403,  200,  200,  404,  403,  "order",  None),
+    "route-list":              Row(401,   403,  200,  200,  200,  403,  None,     None),
+    "route-detail":            Row(401,   403,  200,  200,  404,  403,  "route",  None),
+    "driver-list":             Row(401,   403,  200,  200,  200,  403,  None,     "driver"),
+    "driver-detail":           Row(401,   403,  200,  200,  404,  403,  "driver", "driver"),
+    "shift-list":              Row(401,   403,  200,  200,  200,  403,  None,     None),
+    "shift-detail":            Row(401,   403,  200,  200,  404,  403,  "shift",  None),
+    "depot-list":              Row(401,   403,  200,  200,  200,  403,  None,     "depot"),
+    "depot-detail":            Row(401,   403,  200,  200,  404,  403,  "depot",  "depot"),
+    "contact-list":            Row(401,   403,  200,  200,  200,  403,  None,     "contact"),
+    "contact-detail":          Row(401,   403,  200,  200,  404,  403,  "contact", "contact"),
     "schema":                  Row(200,   200,  200,  200,  200,  200,  None,     None),
     "api_docs":                Row(200,   200,  200,  200,  200,  200,  None,     None),
+    # webhooks (tests/tracking/test_webhooks.py): POST actions answer GET with 405
+    "webhook-list":            Row(401,   403,  200,  200,  200,  403,  None,     None),
+    "webhook-detail":          Row(401,   403,  200,  200,  404,  403,  "webhook", None),
+    "webhook-deliveries":      Row(401,   403,  200,  200,  404,  403,  "webhook", None),
+    "webhook-rotate":          Row(401,   403,  405,  405,  405,  403,  "webhook", None),
+    "webhook-test":            Row(401,   403,  405,  405,  405,  403,  "webhook", None),
+    "webhook-resend":          Row(401,   403,  405,  405,  405,  403,  "webhook", None),
     # --- tracking -------------------------------------------------------------------------
     "tracking:dashboard":      Row(LOGIN, APP,  200,  200,  200,  403,  None,     "driver"),
     "tracking:dashboard_map":  Row(LOGIN, 403,  200,  200,  200,  403,  None,     "driver"),  # map.json
@@ -133,6 +154,15 @@ EXPECTED: dict[str, Row] = {
     "tracking:unsubscribe":    Row(200,   200,  200,  200,  200,  200,  "token",  None),
     "tracking:sms_inbound":    Row(405,   405,  405,  405,  405,  405,  None,     None),
     "tracking:order_messages": Row(LOGIN, 403,  200,  200,  404,  403,  "order",  None),
+    # webhook endpoints and their delivery logs (tests/tracking/test_webhooks.py)
+    "tracking:webhook_list":   Row(LOGIN, 403,  200,  200,  200,  403,  None,     None),
+    "tracking:webhook_settings": Row(405, 405,  405,  405,  405,  405,  None,     None),
+    "tracking:webhook_detail": Row(LOGIN, 403,  200,  200,  404,  403,  "webhook", None),
+    "tracking:webhook_delete": Row(405,   405,  405,  405,  405,  405,  "webhook", None),
+    "tracking:webhook_rotate": Row(405,   405,  405,  405,  405,  405,  "webhook", None),
+    "tracking:webhook_test":   Row(405,   405,  405,  405,  405,  405,  "webhook", None),
+    "tracking:webhook_delivery": Row(LOGIN, 403, 200, 200,  404,  403,  "webhook_delivery", None),
+    "tracking:webhook_resend": Row(405,   405,  405,  405,  405,  405,  "webhook_delivery", None),
     # --- proof of delivery (files: staff see them in Django admin) ---------------------------
     "pod:photo":               Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
     "pod:photo_thumbnail":     Row(LOGIN, 200,  200,  200,  404,  200,  "photo",  None),
@@ -172,6 +202,9 @@ EXPECTED: dict[str, Row] = {
     "dispatch:stop_move":      Row(405,   405,  405,  405,  405,  405,  "stop",   None),
     "dispatch:stop_remove":    Row(405,   405,  405,  405,  405,  405,  "stop",   None),
     "dispatch:report_list":    Row(LOGIN, 403,  200,  200,  200,  403,  None,     None),
+    # API keys: dispatchers see the list; only admins create and revoke (tests/dispatch/test_api_keys.py)
+    "dispatch:api_key_list":   Row(LOGIN, 403,  200,  200,  200,  403,  None,     None),
+    "dispatch:api_key_revoke": Row(405,   405,  405,  405,  405,  405,  "api_key", None),
 }
 # fmt: on
 
@@ -270,6 +303,14 @@ def world(org, other_org, dispatcher, org_admin, other_dispatcher) -> World:
         route=objects["route"], stop=objects["stop"], driver=driver, raised_at=timezone.now(),
     )  # fmt: skip
     objects["tracker"], _key = tracker_device_create(driver=driver, name="Traccar", by=dispatcher)
+    objects["webhook"] = WebhookEndpoint.objects.create(
+        organization=org, url="https://hooks.example.com/a", secret="whsec_" + "A" * 44
+    )
+    objects["webhook_delivery"] = Notification.objects.create(
+        organization=org, endpoint=objects["webhook"], channel="webhook", event="test", key="webhook:authz",
+        subject="webhook.test", body="{}", created_at=timezone.now(),
+    )  # fmt: skip
+    objects["api_key"], _raw = api_key_create(organization=org, name="Shop", by=org_admin)
     slot_start = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(12), tzinfo=org.tzinfo)
     objects["customer_request"] = CustomerRequest.objects.create(
         organization=org, order=objects["order"], kind=CustomerRequest.Kind.WINDOW,
@@ -449,6 +490,9 @@ UNSAFE = {
     "tracking:customer_request_decide": ("customer_request", "post", lambda w: {"decision": "decline"}),
     "order-detail": ("order", "patch", lambda w: {"recipient_name": "Changed by API"}),
     "order-cancel": ("order", "post", lambda w: {"reason": "rival"}),
+    "depot-detail": ("depot", "patch", lambda w: {"name": "Changed by API"}),
+    "contact-detail": ("contact", "patch", lambda w: {"notes": "Changed by API"}),
+    "shift-detail": ("shift", "patch", lambda w: {"break_minutes": 15}),
 }
 
 # What each non-owner gets for an unsafe request to org A's object.

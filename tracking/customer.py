@@ -38,7 +38,7 @@ from dispatch import planning
 from dispatch import services as dispatch_services
 from dispatch.models import Order, Organization, Route, Stop
 from dispatch.timeutils import local_datetime, local_today
-from tracking import alerts
+from tracking import alerts, webhooks
 from tracking.customer_forms import (
     COMMENT_MAX,
     MESSAGE_MAX,
@@ -157,6 +157,7 @@ def _create(
         details={"request": request.pk, "order": order.pk, "request_kind": kind},
         now=now,
     )
+    webhooks.webhooks_for_customer_request(request=request, now=now)  # "customer_request.created"
     return request
 
 
@@ -331,7 +332,7 @@ def customer_rating(
     )
     try:
         with transaction.atomic():
-            return _create(
+            request = _create(
                 link=link,
                 order=order,
                 kind=Kind.RATING,
@@ -340,6 +341,9 @@ def customer_rating(
                 text=comment,
                 rating=rating,
             )
+            # On the order too, in the same transaction: reports read only dispatch's tables.
+            dispatch_services.order_rating_record(order=order, rating=rating, comment=comment, at=now)
+            return request
     except IntegrityError:  # a second tab submitted at the same moment
         raise already from None
 

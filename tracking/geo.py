@@ -12,7 +12,6 @@ __all__ = ["EARTH_RADIUS_M", "MIN_HOP_M", "distance_m", "path_length_m"]
 MIN_HOP_M = 10.0
 
 
-
 def path_length_m(points: Sequence[tuple[float, float, float | None]]) -> float:
     """Length of a path of (lat, lng, accuracy_m) fixes in time order, without the jitter.
 

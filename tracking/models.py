@@ -171,6 +171,7 @@ class Alert(models.Model):
         NO_FIXES = "no_fixes", "No positions"
         CUSTOMER_REQUEST = "customer_request", "Customer request"
         NOTIFICATION = "notification", "Message not sent"
+        WEBHOOK = "webhook", "Webhook endpoint disabled"
 
     organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -283,6 +284,12 @@ class TrackingSettings(models.Model):
     # Wording overrides: {"<event>.<channel>.<part>": "template text"}; missing parts use the
     # templates under templates/tracking/notices/.
     templates = models.JSONField(default=dict, blank=True)
+    # WH-3: off, webhook URLs that resolve to loopback, private or link-local addresses are
+    # refused (the server must not be turned against its own network). Admins only.
+    webhooks_allow_private = models.BooleanField(
+        default=False,
+        help_text="Let webhook endpoints point at private or loopback addresses (a server on your network).",
+    )
 
     class Meta:
         verbose_name_plural = "tracking settings"
@@ -305,6 +312,17 @@ class Notification(models.Model):
         DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Delivery failed"
         DELAYED = "delayed", "Delayed"
+        # Webhook-only events (tracking.webhooks); customers are never messaged about these.
+        CREATED = "created", "Order created"
+        PLANNED = "planned", "Planned"
+        ASSIGNED = "assigned", "Assigned"
+        CANCELLED = "cancelled", "Cancelled"
+        ROUTE_STARTED = "route_started", "Route started"
+        ROUTE_COMPLETED = "route_completed", "Route completed"
+        CUSTOMER_REQUEST = "customer_request", "Customer request"
+        TEST = "test", "Test event"
+        # For the organisation's own people: yesterday's figures (tracking.summaries).
+        DAILY_SUMMARY = "daily_summary", "Daily summary"
 
     class Channel(models.TextChoices):
         EMAIL = "email", "E-mail"
@@ -320,10 +338,27 @@ class Notification(models.Model):
         SKIPPED = "skipped", "Skipped"
 
     organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
-    order = models.ForeignKey("dispatch.Order", on_delete=models.CASCADE, related_name="notifications")
+    # Empty only for webhook deliveries about no single order (route events, test events).
+    order = models.ForeignKey(
+        "dispatch.Order", on_delete=models.CASCADE, related_name="notifications", null=True, blank=True
+    )
     stop = models.ForeignKey(
         "dispatch.Stop", on_delete=models.SET_NULL, null=True, blank=True, related_name="notifications"
     )
+    route = models.ForeignKey(
+        "dispatch.Route", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Webhook deliveries (channel "webhook"): the endpoint, and what its log shows. `body` is the
+    # JSON as signed, fixed when the row is made so every retry sends the same bytes.
+    endpoint = models.ForeignKey(
+        "tracking.WebhookEndpoint", on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    webhook_id = models.CharField(max_length=64, blank=True, help_text="webhook-id: the same on every retry.")
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # [{"at", "status", "error", "ms"}, …], newest last, the last WEBHOOK_LOG_ATTEMPTS kept.
+    attempt_log = models.JSONField(default=list, blank=True)
     event = models.CharField(max_length=20, choices=Event.choices)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     key = models.CharField(max_length=200, unique=True)
@@ -344,10 +379,68 @@ class Notification(models.Model):
         indexes = [
             models.Index(fields=["status", "not_before"], name="notification_due"),
             models.Index(fields=["order", "created_at"], name="notification_order_log"),
+            models.Index(fields=["endpoint", "created_at"], name="notification_endpoint_log"),
         ]
 
     def __str__(self) -> str:
         return f"{self.get_event_display()} by {self.get_channel_display()} for order {self.order_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """Where an organisation's integrations receive its events (tracking.webhooks), signed per
+    Standard Webhooks with `secret` ("whsec_" + base64 of 32 random bytes).
+
+    Rotating keeps the old secret in `previous_secret` until `previous_secret_until`: meanwhile
+    every delivery carries both signatures, so the receiver can switch without losing one.
+    Disabled (active=False, `disabled_reason`) by a 410 answer or by failing every attempt for
+    the whole retry period; an admin re-enables it by editing it.
+    """
+
+    organization = models.ForeignKey("dispatch.Organization", on_delete=models.CASCADE, related_name="+")
+    url = models.URLField(max_length=2000, help_text="https:// address that receives the events.")
+    description = models.CharField(max_length=200, blank=True)
+    # Event types ("order.delivered", …) this endpoint receives; empty: every event.
+    events = models.JSONField(default=list, blank=True)
+    secret = models.CharField(max_length=100, editable=False)
+    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    failing_since = models.DateTimeField(null=True, blank=True, help_text="First failure since a success.")
+    disabled_reason = models.CharField(max_length=300, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["organization", "created_at", "pk"]
+        indexes = [models.Index(fields=["organization", "active"], name="webhookendpoint_org_active")]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def subscribes_to(self, event_type: str) -> bool:
+        return not self.events or event_type in self.events
+
+
+class InboundCallback(models.Model):
+    """A provider callback already handled (WH-4): a replayed or re-sent one, with the same
+    event id, is answered without being acted on again."""
+
+    source = models.CharField(max_length=20, help_text="sms…")
+    event_id = models.CharField(max_length=200)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "event_id"], name="inboundcallback_once_per_event")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.event_id}"
 
 
 class NotificationOptOut(models.Model):

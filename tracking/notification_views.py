@@ -8,8 +8,10 @@ import hmac
 import json
 
 from django.conf import settings
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 from django.utils.cache import patch_cache_control
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,6 +19,7 @@ from django_htmx.middleware import HtmxDetails
 
 from dispatch.permissions import portal_view
 from dispatch.selectors import orders_visible_to
+from tracking import webhooks
 from tracking.links import tracking_link_lookup
 from tracking.models import NotificationOptOut
 from tracking.notifications import notification_opt_out, order_notifications, sms_inbound_receive
@@ -69,14 +72,25 @@ def _inbound_authorised(request: HttpRequest, secret: str) -> bool:
 @require_POST
 def sms_inbound(request: HttpRequest) -> HttpResponse:
     """The provider forwards a customer's reply: form or JSON with `from` and `body` (or `text`).
-    Answers 200 with how many orders were opted out (0 for anything that is not STOP)."""
+    Answers 200 with how many orders were opted out (0 for anything that is not STOP; a
+    duplicate webhook-id changes nothing). SMS_INBOUND_AUTH says how the provider proves it is
+    itself: a Standard Webhooks signature (default) or the shared secret as a token."""
     secret = settings.SMS_INBOUND_SECRET
     if not secret:
         raise Http404("Inbound SMS is not configured (SMS_INBOUND_SECRET).")
-    if not _inbound_authorised(request, secret):
-        return JsonResponse(
-            {"detail": "Wrong or missing credentials for the inbound SMS callback."}, status=403
-        )
+    event_id = ""
+    if settings.SMS_INBOUND_AUTH == "token":
+        if not _inbound_authorised(request, secret):
+            return JsonResponse(
+                {"detail": "Wrong or missing credentials for the inbound SMS callback."}, status=403
+            )
+    else:  # "signature" (WH-4): signed, fresh, each event acted on once
+        try:
+            event_id = webhooks.inbound_verify(
+                secret=secret, headers=dict(request.headers), body=request.body, now=timezone.now()
+            )
+        except webhooks.InboundRefused as exc:
+            return JsonResponse({"detail": str(exc)}, status=403)
     data = request.POST
     if request.content_type == "application/json":
         try:
@@ -89,7 +103,12 @@ def sms_inbound(request: HttpRequest) -> HttpResponse:
     text = str(data.get("body") or data.get("text") or data.get("Body") or "")
     if not phone:
         return JsonResponse({"detail": "from: the sender's number is missing."}, status=400)
-    return JsonResponse({"opted_out": sms_inbound_receive(phone=phone, text=text)})
+    with transaction.atomic():
+        if event_id and not webhooks.inbound_callback_first(
+            source="sms", event_id=event_id, now=timezone.now()
+        ):
+            return JsonResponse({"opted_out": 0, "duplicate": True})
+        return JsonResponse({"opted_out": sms_inbound_receive(phone=phone, text=text)})
 
 
 @require_GET

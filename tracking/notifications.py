@@ -50,7 +50,7 @@ from django_q.tasks import async_task
 
 from dispatch.models import Order, Route, Stop, StopEvent
 from pod.services import proof_requirements
-from tracking import sms
+from tracking import sms, summaries, webhooks
 from tracking.alerts import alert_raise
 from tracking.links import link_token, link_url, settings_for, tracking_link_ensure
 from tracking.models import Alert, Notification, NotificationOptOut, TrackingSettings
@@ -90,8 +90,9 @@ SWEEP_GRACE = timedelta(seconds=30)
 # a message: "out for delivery" a day late helps nobody.
 EVENT_MAX_AGE = timedelta(hours=12)
 # Channels that may be re-sent after an ambiguous outcome: only those whose receiver
-# de-duplicates by a stable id (webhooks, a later issue). SMS and e-mail never are.
-RESEND_AFTER_AMBIGUOUS: set[str] = set()
+# de-duplicates by a stable id. SMS and e-mail never are; webhooks (webhook-id) always are, by
+# tracking.webhooks.webhook_delivery_send and webhook_delivery_abandoned.
+RESEND_AFTER_AMBIGUOUS: set[str] = {C.WEBHOOK}
 # Alert.kind of "a message could not be sent": acknowledging it resolves it.
 ALERT_KIND = Alert.Kind.NOTIFICATION
 # The first word of an inbound SMS that opts the sender out.
@@ -112,7 +113,7 @@ def channels_for(options: TrackingSettings, event: str) -> list[str]:
     chosen = (options.channels or {}).get(event)
     if not isinstance(chosen, list):
         chosen = NOTIFICATION_DEFAULTS.get(event, [])
-    # A channel without a sender yet (webhook, a later issue) makes no row.
+    # Webhooks are not a customer channel: their rows are per endpoint (tracking.webhooks).
     return [channel for channel in dict.fromkeys(chosen) if channel in SENDERS]
 
 
@@ -209,6 +210,10 @@ def notifications_create(
         if created:
             made.append(row)
     notifications_queue([row.pk for row in made if row.status == N.PENDING])
+    if event in webhooks.LIVE_EVENT_TYPES:  # "order.arriving" / "order.delayed" for integrators
+        webhooks.webhooks_for_live_event(
+            order=order, event=event, occurrence=occurrence, stop=stop, payload=payload or {}, now=now
+        )
     return made
 
 
@@ -233,6 +238,8 @@ def _eta_of(stop: Stop | None) -> datetime | None:
 
 
 def _rows_for_event(event: StopEvent, now: datetime) -> list[Notification]:
+    # Integrators hear of every event, late or not; the customer's messages follow below.
+    webhooks.webhooks_for_stop_event(event, now=now)
     order = event.order
     stop = event.stop
     to = event.to_status
@@ -320,7 +327,9 @@ def notifications_live_sweep(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     live = _live_stops(now)
     history: dict[int, list[dict]] = defaultdict(list)
+    # The customer's messages only: webhook deliveries carry no ETA and count no occurrence.
     rows = Notification.objects.filter(stop_id__in=[stop.pk for stop, _, _ in live])
+    rows = rows.exclude(channel=C.WEBHOOK)
     for row in rows.values("stop_id", "event", "status", "created_at", "payload"):
         history[row["stop_id"]].append(row)
     counts = {"arriving_soon": 0, "delayed": 0}
@@ -394,6 +403,7 @@ def notifications_sweep(*, now: datetime | None = None, limit: int = 500) -> dic
         counts["events"] += 1
         counts["made"] += len(made)
     counts |= notifications_live_sweep(now=now)
+    counts |= webhooks.webhook_route_sweep(now=now)
     counts["released"] = Notification.objects.filter(status=N.HELD, not_before__lte=now).update(
         status=N.PENDING
     )
@@ -416,7 +426,9 @@ def _settle_abandoned(now: datetime) -> int:
     settled = 0
     for row in Notification.objects.filter(status=N.SENDING, not_before__lte=now).select_related("order"):
         reason = "The worker stopped while sending; the message may have gone out"
-        if row.channel in RESEND_AFTER_AMBIGUOUS and row.attempts < MAX_ATTEMPTS:
+        if row.channel == C.WEBHOOK:
+            settled += webhooks.webhook_delivery_abandoned(row, now=now)
+        elif row.channel in RESEND_AFTER_AMBIGUOUS and row.attempts < MAX_ATTEMPTS:
             settled += _retry(row, reason, now)
         else:
             settled += _give_up(row, reason + ", so it is not sent again.", now)
@@ -447,13 +459,18 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
     )
     if claimed != 1:
         return ""
-    row = Notification.objects.select_related("order__organization", "stop").get(pk=notification_id)
-    reason = _no_longer_due(row)
+    row = Notification.objects.select_related("order__organization", "stop", "endpoint").get(
+        pk=notification_id
+    )
+    if row.channel == C.WEBHOOK:  # fixed body, its own retry policy (WH-2); see tracking.webhooks
+        return webhooks.webhook_delivery_send(row, now=now)
+    summary = row.event == E.DAILY_SUMMARY  # to the organisation's own people, about no order
+    reason = summaries.summary_no_longer_due(row) if summary else _no_longer_due(row)
     if reason:
         _finish(row, {"status": N.SKIPPED, "last_error": reason, "not_before": None})
         return N.SKIPPED
     try:
-        message = notification_render(row, now=now)
+        message = summaries.summary_render(row) if summary else notification_render(row, now=now)
     except Exception as exc:  # a broken template fails every time: do not retry it
         logger.exception("Could not render notification %s.", row.pk)
         _give_up(row, f"Could not write the message: {exc}", now)
@@ -507,14 +524,14 @@ def _give_up(row: Notification, reason: str, now: datetime) -> bool:
     if not _finish(row, {"status": N.FAILED, "last_error": reason[:2000], "not_before": None}):
         return False
     order = row.order
+    about = f" (order {order.external_ref or order.pk})" if order is not None else ""
     alert_raise(
         organization_id=row.organization_id,
         kind=ALERT_KIND,
         key=f"notification:{row.pk}",
         message=(
             f"The {row.get_event_display().lower()} {row.get_channel_display()} to "
-            f"{row.recipient or 'the customer'} (order {order.external_ref or order.pk}) "
-            f"could not be sent: {reason}"
+            f"{row.recipient or 'the customer'}{about} could not be sent: {reason}"
         ),
         stop_id=row.stop_id,
         route_id=row.stop.route_id if row.stop_id and row.stop else None,
@@ -655,7 +672,8 @@ def _send_sms(row: Notification, message: dict[str, Any]) -> str:
     return sms.get_backend().send(to=row.recipient, body=message["text"], reference=row.key)
 
 
-# Sending dispatches on the channel: a webhook sender (a later issue) plugs in here.
+# Sending dispatches on the channel. Webhook rows are claimed by notification_send like every
+# row, then sent by tracking.webhooks.webhook_delivery_send (signed fixed body, own retry policy).
 SENDERS: dict[str, Callable[[Notification, dict[str, Any]], str]] = {
     C.EMAIL: _send_email,
     C.SMS: _send_sms,

@@ -23,12 +23,11 @@ from pod import services as pod_services
 from tracking.geo import distance_m, path_length_m
 from tracking.models import DriverAction, DriverPosition, LocationPing, Source, TrackerDevice
 from tracking.osmand import fix_uuid
+from tracking.paths import route_path_build
 
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AGE = timedelta(days=7)
 MAX_SPEED_KMH = 250
-
-
 
 
 def _number(value: Any) -> float | None:
@@ -393,6 +392,9 @@ def driver_route_event(
         # "start" after its first delivery.
         if current.status != target:
             current = route_transition(route=current, to=target, by=driver.user, at=when)
+            if target == Route.Status.COMPLETED:
+                # The route page's driven path, final now that the route is over.
+                route_path_build(route=current, now=now)
         action.result = {"route": current.pk, "status": current.status}
         action.save(update_fields=["result"])
         return DriverActionResult(action=action, route=current, stop=None, duplicate=False)

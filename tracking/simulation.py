@@ -32,6 +32,7 @@ from dispatch.services import IllegalTransition, route_transition, stop_transiti
 from dispatch.timeutils import local_today
 from pod import services as pod_services
 from tracking.models import DriverPosition
+from tracking.paths import route_path_build
 from tracking.services import location_record_batch
 
 logger = logging.getLogger(__name__)
@@ -328,7 +329,10 @@ def _stand(run: DriverRun, t: datetime, until: datetime, rng: random.Random) -> 
 def _arrive(run: DriverRun, t: datetime, rng: random.Random, events: list) -> None:
     run.speed_mps = 0.0
     if not run.stops:
-        route_transition(route=Route(pk=run.route_id), to=Route.Status.COMPLETED, by=run.driver.user, at=t)
+        done = route_transition(
+            route=Route(pk=run.route_id), to=Route.Status.COMPLETED, by=run.driver.user, at=t
+        )
+        route_path_build(route=done, now=t)
         events.append(_line(t, run, "finished the route back at the depot"))
         run.phase = Phase.DONE
         return

@@ -2,10 +2,12 @@
 
 import logging
 
+from tracking import summaries
 from tracking.alerts import alerts_sweep
 from tracking.eta import eta_recompute
 from tracking.links import tracking_links_sweep
 from tracking.notifications import notification_send, notifications_sweep
+from tracking.paths import travelled_paths_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +50,14 @@ def ensure_tracking_links() -> int:
     if made:
         logger.info("Made %d missing tracking link(s)", made)
     return made
+
+
+def refresh_travelled_paths() -> int:
+    """Every five minutes: the simplified driven path of each route in progress (and of routes
+    completed in the last hour), for the route page's planned-vs-actual map."""
+    return travelled_paths_refresh()
+
+
+def send_daily_summaries() -> int:
+    """Every quarter of an hour: yesterday's figures to whoever asked, once each morning."""
+    return summaries.daily_summaries_make()

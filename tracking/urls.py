@@ -8,6 +8,7 @@ from tracking import (
     public_views,
     tracker_views,
     views,
+    webhook_views,
 )
 
 app_name = "tracking"
@@ -38,6 +39,15 @@ urlpatterns = [
     path("t/<str:token>/unsubscribe/", notification_views.unsubscribe, name="unsubscribe"),
     path("notifications/sms/inbound/", notification_views.sms_inbound, name="sms_inbound"),
     path("orders/<int:pk>/messages/", notification_views.order_messages, name="order_messages"),
+    # Webhook endpoints and their delivery logs (tracking.webhooks, docs/webhooks.md).
+    path("webhooks/", webhook_views.webhook_list, name="webhook_list"),
+    path("webhooks/settings/", webhook_views.webhook_settings, name="webhook_settings"),
+    path("webhooks/<int:pk>/", webhook_views.webhook_detail, name="webhook_detail"),
+    path("webhooks/<int:pk>/delete/", webhook_views.webhook_delete, name="webhook_delete"),
+    path("webhooks/<int:pk>/rotate/", webhook_views.webhook_rotate, name="webhook_rotate"),
+    path("webhooks/<int:pk>/test/", webhook_views.webhook_test, name="webhook_test"),
+    path("webhooks/deliveries/<int:pk>/", webhook_views.webhook_delivery, name="webhook_delivery"),
+    path("webhooks/deliveries/<int:pk>/resend/", webhook_views.webhook_resend, name="webhook_resend"),
     path("drivers/<int:driver_id>/trackers/", tracker_views.driver_trackers, name="driver_trackers"),
     path("trackers/<int:pk>/revoke/", tracker_views.driver_tracker_revoke, name="driver_tracker_revoke"),
 ]

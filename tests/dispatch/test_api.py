@@ -86,18 +86,16 @@ def test_bulk_create_is_all_or_nothing(api, org):
     good = [payload(external_ref=f"B-{n}", depot=depot.pk) for n in range(3)]
     bad = [*good, payload(external_ref="B-9", parcels=-1)]
     response = api.post("/api/v1/orders/bulk/", bad, format="json")
-    assert response.status_code == 400 and "3" in response.json()
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"index": 3, "field": "parcels", "messages": ["Ensure this value is greater than or equal to 0."]}
+    ]
     assert not Order.objects.exists()
     response = api.post("/api/v1/orders/bulk/", good, format="json")
     assert response.status_code == 201 and response.json()["created"] == 3
     assert Order.objects.filter(depot=depot).count() == 3
 
 
-def test_bulk_create_refuses_an_oversized_batch(api):
-    response = api.post(
-        "/api/v1/orders/bulk/", [payload(external_ref=str(n)) for n in range(501)], format="json"
-    )
-    assert response.status_code == 400 and "At most 500" in str(response.json())
 
 
 def test_patch_with_a_stale_version_is_a_409(api, org):

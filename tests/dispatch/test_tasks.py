@@ -36,10 +36,13 @@ def test_setup_schedules_is_idempotent(db):
     schedule = Schedule.objects.get(name="purge abandoned order imports")
     assert schedule.func == "dispatch.tasks.purge_import_uploads"
     assert sorted(Schedule.objects.values_list("func", "schedule_type", "minutes")) == [
+        ("dispatch.tasks.purge_idempotency_records", Schedule.HOURLY, None),
         ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
         ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
         ("tracking.tasks.ensure_tracking_links", Schedule.MINUTES, 10),
         ("tracking.tasks.recompute_etas", Schedule.MINUTES, 1),
+        ("tracking.tasks.refresh_travelled_paths", Schedule.MINUTES, 5),
+        ("tracking.tasks.send_daily_summaries", Schedule.MINUTES, 15),
         ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
         ("tracking.tasks.sweep_notifications", Schedule.MINUTES, 1),
     ]

@@ -320,6 +320,7 @@ def test_unsubscribe_with_an_unknown_token_is_404(client, db):
 
 def test_stop_reply_opts_the_number_out(client, org, settings, queued, django_capture_on_commit_callbacks):
     settings.SMS_INBOUND_SECRET = "s3cret-shared-with-the-provider"
+    settings.SMS_INBOUND_AUTH = "token"  # the signed default is in tests/tracking/test_webhooks.py
     stops = start(make_route(org, n=2), django_capture_on_commit_callbacks)
     send_all(channel="sms")
     phone = Notification.objects.get(order=stops[0].order, channel="sms").recipient

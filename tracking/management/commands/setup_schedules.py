@@ -10,11 +10,14 @@ from django_q.models import Schedule
 # name -> (task path, schedule type, minutes between runs when MINUTES)
 SCHEDULES = {
     "purge abandoned order imports": ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
+    "forget old Idempotency-Key answers": ("dispatch.tasks.purge_idempotency_records", Schedule.HOURLY, None),
     "raise and resolve alerts": ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
     "send notifications": ("tracking.tasks.sweep_notifications", Schedule.MINUTES, 1),
     "recompute ETAs": ("tracking.tasks.recompute_etas", Schedule.MINUTES, 1),
     "give new orders their tracking link": ("tracking.tasks.ensure_tracking_links", Schedule.MINUTES, 10),
     "purge orphaned proof files": ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
+    "refresh travelled paths": ("tracking.tasks.refresh_travelled_paths", Schedule.MINUTES, 5),
+    "e-mail the daily summaries": ("tracking.tasks.send_daily_summaries", Schedule.MINUTES, 15),
 }
 
 
