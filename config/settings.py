@@ -338,6 +338,8 @@ REST_FRAMEWORK = {
 }
 # How long an Idempotency-Key's first answer is kept for replay (dispatch.tasks purges older).
 IDEMPOTENCY_KEY_HOURS = env.int("IDEMPOTENCY_KEY_HOURS", default=24)
+# A key whose first request never answered (its process died) is free again after this long.
+IDEMPOTENCY_IN_FLIGHT_SECONDS = env.int("IDEMPOTENCY_IN_FLIGHT_SECONDS", default=120)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Doorstep API",
     "DESCRIPTION": "Orders, routes, drivers and tracking for last-mile delivery.",

@@ -25,9 +25,11 @@ from django.utils import timezone
 from django.utils.translation import ngettext
 
 from dispatch.models import (
+    ApiKey,
     Contact,
     Depot,
     Driver,
+    IdempotencyRecord,
     Membership,
     Order,
     Organization,
@@ -687,3 +689,29 @@ class StopEventAdmin(admin.ModelAdmin):
         if event.stop is None:
             return None
         return f"#{event.stop.sequence} on route {event.stop.route_id}"
+
+
+# --- Integrations ----------------------------------------------------------------------------
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    """Keys are made and revoked in the portal (/settings/api-keys/, the key shown once there);
+    here: which exist, who made them and when they were last used. The hash is never shown."""
+
+    list_display = ["name", "organization", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["organization", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix"]
+    exclude = ["key_hash"]
+    list_select_related = ["organization"]
+
+
+@admin.register(IdempotencyRecord)
+class IdempotencyRecordAdmin(ReadOnlyAdmin):
+    """The first answers to POSTs with an Idempotency-Key (purged after IDEMPOTENCY_KEY_HOURS)."""
+
+    list_display = ["key", "principal", "method", "path", "status_code", "created_at", "completed_at"]
+    list_filter = ["organization", "method", "status_code"]
+    search_fields = ["key", "path", "principal"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False

@@ -202,6 +202,7 @@ EXPECTED: dict[str, Row] = {
     "dispatch:stop_move":      Row(405,   405,  405,  405,  405,  405,  "stop",   None),
     "dispatch:stop_remove":    Row(405,   405,  405,  405,  405,  405,  "stop",   None),
     "dispatch:report_list":    Row(LOGIN, 403,  200,  200,  200,  403,  None,     None),
+    "dispatch:daily_summary":  Row(405,   405,  405,  405,  405,  405,  None,     None),
     # API keys: dispatchers see the list; only admins create and revoke (tests/dispatch/test_api_keys.py)
     "dispatch:api_key_list":   Row(LOGIN, 403,  200,  200,  200,  403,  None,     None),
     "dispatch:api_key_revoke": Row(405,   405,  405,  405,  405,  405,  "api_key", None),

@@ -11,12 +11,14 @@ from tracking.models import (
     CustomerRequest,
     DriverAction,
     DriverPosition,
+    InboundCallback,
     LocationPing,
     Notification,
     NotificationOptOut,
     TrackerDevice,
     TrackingLink,
     TrackingSettings,
+    WebhookEndpoint,
 )
 
 
@@ -132,3 +134,25 @@ class CustomerRequestAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     list_select_related = ["order"]
     show_full_result_count = False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    """Managed in the portal (/webhooks/) and the API, where secrets are shown and rotated;
+    here: which exist, their state and failures. The secrets are never shown."""
+
+    list_display = ["url", "organization", "active", "consecutive_failures", "disabled_reason", "created_at"]
+    list_filter = ["active", "organization"]
+    search_fields = ["url", "description"]
+    exclude = ["secret", "previous_secret"]
+    list_select_related = ["organization"]
+
+
+@admin.register(InboundCallback)
+class InboundCallbackAdmin(ReadOnlyAdmin):
+    """Provider callbacks already handled: a replay with the same event id is not acted on."""
+
+    list_display = ["source", "event_id", "received_at"]
+    list_filter = ["source"]
+    search_fields = ["event_id"]
+    date_hierarchy = "received_at"

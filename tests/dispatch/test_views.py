@@ -332,10 +332,6 @@ def test_portal_pages_render_inside_the_layout(dispatcher_client, name):
     assert 'class="mainnav"' in body and 'aria-current="page"' in body
 
 
-def test_pages_not_built_yet_say_so(dispatcher_client):
-    assert "not built yet" in html(dispatcher_client.get(reverse("dispatch:report_list")))
-
-
 def test_a_driver_is_sent_to_the_driver_app_after_login(client, driver):
     response = client.post(
         reverse("login"), {"username": "driver1", "password": "correct-horse-battery"}, follow=True
