@@ -1,6 +1,6 @@
-"""Reports, beyond the figures: the first attempt recorded on Stop when a visit ends (so the page
-never searches order histories), its backfill for older rows, and the daily summary opt-in
-on /reports/ (#daily-summary)."""
+"""Reports, beyond the figures: the first attempt, the window and the rating recorded on Stop when
+a visit ends (so the page never searches order histories nor joins the orders), their backfills
+for older rows, and the daily summary opt-in on /reports/ (#daily-summary)."""
 
 import datetime as dt
 import importlib
@@ -10,13 +10,14 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from dispatch import services
+from dispatch import reports, services
 from dispatch.models import Membership, Route, Stop
 from tests.factories import MembershipFactory, OrderFactory, RouteFactory, StopFactory
 
 pytestmark = [pytest.mark.django_db]
 URL = reverse("dispatch:daily_summary")
 AT = dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.UTC)
+HOUR = dt.timedelta(hours=1)
 
 
 # --- Stop.first_attempt, recorded by stop_transition ----------------------------------------
@@ -61,6 +62,67 @@ def test_the_backfill_marks_the_lowest_attempt_of_each_order_first(org):
     migration.backfill_first_attempt(apps, None)
     got = dict(Stop.objects.values_list("pk", "first_attempt"))
     assert got == {skipped.pk: None, failed.pk: True, done.pk: False, alone.pk: True}
+
+
+# --- Stop.window_start / window_end / rating, recorded when the visit ends ------------------
+
+
+def _visit(org, dispatcher, to, *, order=None, reason=""):
+    stop = _started(org, dispatcher, order=order)
+    services.stop_transition(stop=stop, to=Stop.Status.ARRIVED, by=dispatcher, at=AT)
+    return services.stop_transition(stop=stop, to=to, by=dispatcher, at=AT, reason=reason)
+
+
+def test_completing_or_failing_a_stop_records_the_window_of_its_order(org, dispatcher):
+    order = OrderFactory(organization=org, window_start=AT - HOUR, window_end=AT + HOUR)
+    failed = _visit(org, dispatcher, Stop.Status.FAILED, order=order, reason="Out")
+    done = _visit(org, dispatcher, Stop.Status.COMPLETED, order=order)
+    skipped = services.stop_transition(stop=_started(org, dispatcher), to=Stop.Status.SKIPPED, by=dispatcher)
+    window = (AT - HOUR, AT + HOUR)
+    assert (failed.window_start, failed.window_end) == window
+    assert (done.window_start, done.window_end) == window
+    assert (skipped.window_start, skipped.window_end) == (None, None)  # not an attempt
+
+
+def test_moving_the_window_later_does_not_make_a_late_visit_on_time(org, dispatcher):
+    order = OrderFactory(organization=org, window_start=AT - 3 * HOUR, window_end=AT - HOUR)
+    failed = _visit(org, dispatcher, Stop.Status.FAILED, order=order, reason="Out")
+    services.order_update(order=order, by=dispatcher, window_start=AT - HOUR, window_end=AT + 2 * HOUR)
+    failed.refresh_from_db()
+    assert (failed.window_start, failed.window_end) == (AT - 3 * HOUR, AT - HOUR)
+    day = failed.route.date
+    grid = reports.report_stop_grid(reports.ReportFilters(organization=org, start=day, end=day))
+    assert [(g["late"], g["on_time"], g["late_delay_sum"]) for g in grid] == [(1, 0, 3600.0)]
+
+
+def test_the_rating_lands_on_the_delivering_stop_not_the_failed_attempt(org, dispatcher):
+    failed = _visit(org, dispatcher, Stop.Status.FAILED, reason="Out")
+    done = _visit(org, dispatcher, Stop.Status.COMPLETED, order=failed.order)
+    assert done.rating is None  # nobody has rated it yet
+    services.order_rating_record(order=done.order, rating=4, at=AT)
+    got = dict(Stop.objects.values_list("pk", "rating"))
+    assert got == {failed.pk: None, done.pk: 4}
+
+
+def test_the_backfill_copies_windows_onto_attempts_and_ratings_onto_successful_stops(org):
+    rated = OrderFactory(organization=org, window_start=AT, window_end=AT + HOUR, rating=5)
+    unwindowed = OrderFactory(organization=org, window_start=None, window_end=None, rating=2)
+    pending = StopFactory(order=rated, route__organization=org)
+    skipped = StopFactory(order=rated, route__organization=org, status=Stop.Status.SKIPPED)
+    failed = StopFactory(order=rated, route__organization=org, status=Stop.Status.FAILED)
+    done = StopFactory(order=rated, route__organization=org, status=Stop.Status.COMPLETED)
+    bare = StopFactory(order=unwindowed, route__organization=org, status=Stop.Status.COMPLETED)
+    Stop.objects.update(window_start=None, window_end=None, rating=None)  # as before migration 0010
+    migration = importlib.import_module("dispatch.migrations.0010_stop_window_rating")
+    migration.backfill_window_and_rating(apps, None)
+    got = {pk: row for pk, *row in Stop.objects.values_list("pk", "window_start", "window_end", "rating")}
+    assert got == {
+        pending.pk: [None, None, None],
+        skipped.pk: [None, None, None],
+        failed.pk: [AT, AT + HOUR, None],
+        done.pk: [AT, AT + HOUR, 5],
+        bare.pk: [None, None, 2],
+    }
 
 
 # --- The daily summary opt-in ----------------------------------------------------------------

@@ -11,17 +11,16 @@
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from django_q.tasks import async_task
+
+from tests.integration.processes import lines, start_qcluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -29,27 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 TIMEOUT, RETRY = 10, 40
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def start_cluster(workers: int = 2) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    env.update(
-        DATABASE_URL=database_url(), Q_WORKERS=str(workers), Q_TIMEOUT=str(TIMEOUT),
-        Q_RETRY=str(RETRY), LOG_LEVEL="WARNING",
-    )  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: one signal reaches every process
-    )
+    return start_qcluster(Q_WORKERS=str(workers), Q_TIMEOUT=str(TIMEOUT), Q_RETRY=str(RETRY))
 
 
 def stop(cluster: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -61,19 +41,6 @@ def stop(cluster: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(cluster.pid, signal.SIGKILL)
         cluster.wait(5)
-
-
-def lines(path) -> Counter:
-    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return condition()
 
 
 def test_a_cluster_killed_whole_loses_no_task_and_runs_none_twice(tmp_path):

@@ -18,18 +18,26 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+from tests.integration.processes import free_port, lines, subprocess_env, wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(180),
+    # It brings its own PostgreSQL whatever the suite runs on: once, with the PostgreSQL run.
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="runs with the PostgreSQL suite (it starts its own server)"
+    ),
+]
 
 TIMEOUT, RETRY = 10, 40  # short, and still retry >= timeout + 30 (JOB-4)
 RECOVERY = 60  # RELIABILITY.md JOB-9: every task done within 60 s of PostgreSQL being back
@@ -38,12 +46,6 @@ RECOVERY = 60  # RELIABILITY.md JOB-9: every task done within 60 s of PostgreSQL
 def _bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Postgres:
@@ -64,7 +66,7 @@ class Postgres:
         self.dir = Path(tempfile.mkdtemp(prefix="doorstep-job9-"))
         self.dir.chmod(0o777)
         self.data, self.log = self.dir / "data", self.dir / "postgres.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgres://postgres@127.0.0.1:{self.port}/doorstep"
 
     def run(self, *args: str, timeout: float = 60) -> None:
@@ -101,12 +103,10 @@ def postgres():
 
 
 def _env(url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_ALLOW_ASYNC_UNSAFE", "TEST_DB_NAME")}
-    env.update(
+    return subprocess_env(
         DATABASE_URL=url, Q_WORKERS="2", Q_TIMEOUT=str(TIMEOUT), Q_RETRY=str(RETRY),
-        LOG_LEVEL="WARNING", Q_LOG_LEVEL="WARNING", CONN_MAX_AGE="60",
+        Q_LOG_LEVEL="WARNING", CONN_MAX_AGE="60",
     )  # fmt: skip
-    return env
 
 
 def manage(url: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -125,19 +125,6 @@ def enqueue(url: str, log: Path, names: list[str], seconds: float = 0.0) -> None
     )
     done = manage(url, "shell", "-c", code)
     assert done.returncode == 0, done.stderr
-
-
-def lines(path: Path) -> Counter:
-    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return condition()
 
 
 def test_the_cluster_rides_out_a_postgres_restart_and_loses_no_task(postgres, tmp_path):

@@ -8,18 +8,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from tests.factories import OrderFactory
+from tests.integration.processes import start_qcluster, wait_for
 from tracking.models import Alert, Notification
 from tracking.notifications import notifications_sweep
 
@@ -55,33 +52,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def start_worker(provider: Provider) -> subprocess.Popen:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        url = f"sqlite:///{db['NAME']}"
-    else:
-        url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    env.update(
-        DATABASE_URL=url, Q_WORKERS="1", LOG_LEVEL="WARNING", SMS_BACKEND="http",
-        SMS_HTTP_URL=f"http://127.0.0.1:{provider.server_port}/messages", SMS_HTTP_TIMEOUT="60",
+    return start_qcluster(
+        Q_WORKERS="1", SMS_BACKEND="http", SMS_HTTP_TIMEOUT="60",
+        SMS_HTTP_URL=f"http://127.0.0.1:{provider.server_port}/messages",
     )  # fmt: skip
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: SIGKILL reaches sentinel and workers
-    )
-
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_worker_killed_mid_send_loses_nothing_and_sends_nothing_twice(org):
