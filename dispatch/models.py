@@ -539,6 +539,13 @@ class Stop(models.Model):
     # True if no attempt of the same order had ended before it. Reports count first-attempt
     # success from it instead of searching every order's history per stop (issue #7).
     first_attempt = models.BooleanField(null=True, blank=True, editable=False)
+    # The order's window as it stood when the visit ended (stop_transition copies it on completed
+    # or failed), so a window moved later does not rewrite whether this visit was on time, and
+    # reports judge punctuality without joining every order (issue #7).
+    window_start = models.DateTimeField(null=True, blank=True, editable=False)
+    window_end = models.DateTimeField(null=True, blank=True, editable=False)
+    # The customer's rating of the order, on its successful stop (order_rating_record copies it).
+    rating = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["route", "sequence"]

@@ -67,15 +67,17 @@ ATTEMPT_STATUSES = (Stop.Status.COMPLETED, Stop.Status.FAILED)
 DONE = Q(status=Stop.Status.COMPLETED)
 FAILED = Q(status=Stop.Status.FAILED)
 ATTEMPT = Q(status__in=ATTEMPT_STATUSES)
-# On time: the driver arrived inside the order's window, bounds included. Only attempts with an
-# arrival time and a window end are judged; an order without a window is never late.
-WINDOWED = ATTEMPT & Q(arrived_at__isnull=False, order__window_end__isnull=False)
-LATE = WINDOWED & Q(arrived_at__gt=F("order__window_end"))
-EARLY = WINDOWED & Q(order__window_start__isnull=False, arrived_at__lt=F("order__window_start"))
+# On time: the driver arrived inside the window, bounds included. Only attempts with an arrival
+# time and a window end are judged; an order without a window is never late. The window is the
+# one the stop recorded when the visit ended (dispatch.services.stop_transition), so the stop
+# grid never joins the orders, and moving a window later does not rewrite past visits.
+WINDOWED = ATTEMPT & Q(arrived_at__isnull=False, window_end__isnull=False)
+LATE = WINDOWED & Q(arrived_at__gt=F("window_end"))
+EARLY = WINDOWED & Q(window_start__isnull=False, arrived_at__lt=F("window_start"))
 ON_TIME = (
     WINDOWED
-    & Q(arrived_at__lte=F("order__window_end"))
-    & (Q(order__window_start__isnull=True) | Q(arrived_at__gte=F("order__window_start")))
+    & Q(arrived_at__lte=F("window_end"))
+    & (Q(window_start__isnull=True) | Q(arrived_at__gte=F("window_start")))
 )
 SERVED = ATTEMPT & Q(arrived_at__isnull=False, departed_at__isnull=False, departed_at__gte=F("arrived_at"))
 ROUTE_DONE = Q(route__status=Route.Status.COMPLETED, route__started_at__isnull=False)
@@ -148,11 +150,12 @@ def _stop_measures() -> dict[str, Any]:
         "on_time": Count("pk", filter=ON_TIME),
         "early": Count("pk", filter=EARLY),
         "late": Count("pk", filter=LATE),
-        "late_delay_sum": Sum(SecondsBetween("arrived_at", "order__window_end"), filter=LATE),
+        "late_delay_sum": Sum(SecondsBetween("arrived_at", "window_end"), filter=LATE),
         "served": Count("pk", filter=SERVED),
         "service_sum": Sum(SecondsBetween("departed_at", "arrived_at"), filter=SERVED),
-        "rating_sum": Sum("order__rating", filter=DONE & Q(order__rating__isnull=False)),
-        "rating_count": Count("pk", filter=DONE & Q(order__rating__isnull=False)),
+        # Recorded on the successful stop by dispatch.services.order_rating_record.
+        "rating_sum": Sum("rating", filter=DONE & Q(rating__isnull=False)),
+        "rating_count": Count("pk", filter=DONE & Q(rating__isnull=False)),
         "proof_recorded": Count("pk", filter=DONE & Q(proof_recorded_at__isnull=False)),
         "proof_complete": Count("pk", filter=DONE & Q(proof_complete=True)),
         "first_attempts": Count("pk", filter=FIRST),
@@ -380,6 +383,24 @@ def _route_stops(**filters: Any) -> Coalesce:
     return Coalesce(Subquery(stops.annotate(n=Count("pk")).values("n")), 0)
 
 
+def _route_stop_counts(limit: int | None) -> dict[str, Any]:
+    if limit:
+        # Per-route subqueries for the page: PostgreSQL evaluates them after ORDER BY … LIMIT,
+        # for the 100 routes shown, on the index of Stop.route.
+        return {
+            "stop_count": _route_stops(),
+            "delivered": _route_stops(status=Stop.Status.COMPLETED),
+            "failed": _route_stops(status=Stop.Status.FAILED),
+        }
+    # Every route (the CSV): one join and GROUP BY route, one hash of the period's stops, instead
+    # of three index lookups per route (5,000 routes: 15,000 subquery runs).
+    return {
+        "stop_count": Count("stops"),
+        "delivered": Count("stops", filter=Q(stops__status=Stop.Status.COMPLETED)),
+        "failed": Count("stops", filter=Q(stops__status=Stop.Status.FAILED)),
+    }
+
+
 def report_routes(f: ReportFilters, *, limit: int | None = None) -> list[dict[str, Any]]:
     """Planned vs actual per route, newest day first (one query)."""
     org = f.organization
@@ -389,11 +410,7 @@ def report_routes(f: ReportFilters, *, limit: int | None = None) -> list[dict[st
     rows = (
         _routes(f)
         .annotate(
-            # Per-route subqueries rather than a join and GROUP BY: PostgreSQL evaluates them
-            # after ORDER BY … LIMIT, for the 100 routes shown, on the index of Stop.route.
-            stop_count=_route_stops(),
-            delivered=_route_stops(status=Stop.Status.COMPLETED),
-            failed=_route_stops(status=Stop.Status.FAILED),
+            **_route_stop_counts(limit),
             planned_s=planned_s,
             actual_s=actual_s,
             planned_cost=Coalesce(F("planned_distance_m"), 0) / 1000.0 * Value(per_km)

@@ -652,6 +652,11 @@ def stop_transition(
     if to in (T.COMPLETED, T.FAILED):  # read by dispatch.reports (first-attempt success)
         earlier = Stop.objects.filter(order_id=current.order_id, status__in=(T.COMPLETED, T.FAILED))
         updates["first_attempt"] = not earlier.exclude(pk=current.pk).exists()
+        # The window promised for this visit (on time / early / late), kept as it was now.
+        updates["window_start"] = current.order.window_start
+        updates["window_end"] = current.order.window_end
+    if to == T.COMPLETED:  # normally None yet: tracking takes a rating only after delivery
+        updates["rating"] = current.order.rating
     if Stop.objects.filter(pk=current.pk, status=current.status).update(**updates) != 1:
         raise IllegalTransition("The stop changed status at the same moment; reload and retry.")
     # The route changed too: a dispatcher's page or a re-plan proposal made before this is stale.
@@ -807,8 +812,8 @@ TRAVELLED_PATH_MAX_POINTS = 500
 
 
 def order_rating_record(*, order: Order, rating: int, comment: str = "", at: datetime) -> Order:
-    """Store the customer's rating on the order for reports (tracking.customer.customer_rating
-    calls it in the transaction that records the request).
+    """Store the customer's rating on the order, and on its successful stop for reports
+    (tracking.customer.customer_rating calls it in the transaction that records the request).
 
     Raises ValidationError {"rating": …} outside 1–5. Leaves Order.version alone: a rating is
     not a dispatcher's edit, and must not make an open order form stale.
@@ -816,6 +821,8 @@ def order_rating_record(*, order: Order, rating: int, comment: str = "", at: dat
     if isinstance(rating, bool) or not isinstance(rating, int) or not 1 <= rating <= 5:
         raise ValidationError({"rating": "A rating is from 1 to 5 stars."})
     Order.objects.filter(pk=order.pk).update(rating=rating, rating_comment=comment, rated_at=at)
+    # Read by dispatch.reports (rating over successful stops) without joining the orders.
+    Stop.objects.filter(order=order, status=Stop.Status.COMPLETED).update(rating=rating)
     order.rating, order.rating_comment, order.rated_at = rating, comment, at
     return order
 

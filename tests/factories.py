@@ -179,6 +179,17 @@ class StopFactory(factory.django.DjangoModelFactory):
             else None
         )
     )
+    # Also recorded when a visit ends: the order's window then (completed or failed), and its
+    # rating on the successful stop (order_rating_record keeps that one up to date).
+    window_start = factory.LazyAttribute(
+        lambda s: s.order.window_start if getattr(s, "status", None) in ATTEMPTS else None
+    )
+    window_end = factory.LazyAttribute(
+        lambda s: s.order.window_end if getattr(s, "status", None) in ATTEMPTS else None
+    )
+    rating = factory.LazyAttribute(
+        lambda s: s.order.rating if getattr(s, "status", None) == Stop.Status.COMPLETED else None
+    )
 
 
 class StopEventFactory(factory.django.DjangoModelFactory):

@@ -233,12 +233,15 @@ def build(*, orders: int, events: int) -> dict:
 
 
 def _stop(org, route, order, sequence, arrived, failed, rng, *, first):
-    # bulk_create skips dispatch.services.stop_transition, so `first` records what it would.
+    # bulk_create skips dispatch.services.stop_transition (and order_rating_record), so `first`,
+    # the window and the rating record what they would.
     from dispatch.models import Stop
 
     delivered = not failed
     return Stop(
         organization=org, route=route, order=order, sequence=sequence,
+        window_start=order.window_start, window_end=order.window_end,
+        rating=order.rating if delivered else None,
         status=Stop.Status.FAILED if failed else Stop.Status.COMPLETED,
         planned_arrival=arrived - timedelta(minutes=rng.gauss(0, 10)), arrived_at=arrived,
         departed_at=arrived + timedelta(minutes=rng.uniform(2, 8)),

@@ -363,7 +363,7 @@ def _many_routes(org, depot, driver, n: int, first: dt.date) -> None:
     Stop.objects.bulk_create(
         Stop(organization=org, route=routes[i // 2], order=o, sequence=i % 2 + 1, status="completed",
              arrived_at=at(routes[i // 2].date, 10), departed_at=at(routes[i // 2].date, 10, 5),
-             failure_reason="")
+             failure_reason="", window_start=o.window_start, window_end=o.window_end, rating=o.rating)
         for i, o in enumerate(orders)
     )  # fmt: skip
 
