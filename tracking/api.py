@@ -1,4 +1,11 @@
-"""REST API for live data. Writes go through tracking.services."""
+"""REST API for live data. Writes go through tracking.services.
+
+The driver's POSTs are idempotent by their own client ids (each fix's uuid, each action's and
+capture's uuid). An `Idempotency-Key` header adds the integration endpoints' layer on top
+(dispatch.api_base.IdempotencyMixin): the first answer replayed, 422 for a different body, 409
+while in flight; a POST without the header costs no extra query. The tracker protocol is left
+out: it has no user to scope a key by, and tracker apps send no such header.
+"""
 
 import hashlib
 
@@ -21,6 +28,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from dispatch.api import OrganizationTimezoneMixin
+from dispatch.api_base import IdempotencyMixin
 from dispatch.models import Driver, Membership
 from dispatch.selectors import membership_for
 from pod.images import ImageRejected
@@ -82,7 +90,7 @@ def _reason(detail) -> str:
     return " ".join(map(str, detail if isinstance(detail, list) else [detail]))
 
 
-class DriverLocationsView(OrganizationTimezoneMixin, APIView):
+class DriverLocationsView(IdempotencyMixin, OrganizationTimezoneMixin, APIView):
     """POST a batch of GPS fixes (at most 500), each with a client-made uuid.
 
     Answers 200 with how many were new, how many were duplicates (already sent), which were
@@ -166,7 +174,7 @@ class DriverRouteView(OrganizationTimezoneMixin, APIView):
         return Response({"route": DriverRouteSerializer(route).data if route else None})
 
 
-class DriverRouteEventsView(OrganizationTimezoneMixin, APIView):
+class DriverRouteEventsView(IdempotencyMixin, OrganizationTimezoneMixin, APIView):
     """POST {uuid, kind: start|end, at} for one of the driver's routes today (else 404).
 
     409 when the route cannot change that way (e.g. ending it while stops are open). A repeated
@@ -187,7 +195,7 @@ class DriverRouteEventsView(OrganizationTimezoneMixin, APIView):
         )
 
 
-class DriverStopEventsView(OrganizationTimezoneMixin, APIView):
+class DriverStopEventsView(IdempotencyMixin, OrganizationTimezoneMixin, APIView):
     """POST {uuid, kind: arrived|delivered|failed|skipped, at, reason?, note?, lat?, lng?}.
 
     Only for stops of the driver's own routes today (anything else is a 404). 400 names the bad
@@ -208,7 +216,7 @@ class DriverStopEventsView(OrganizationTimezoneMixin, APIView):
         return Response({"stop": DriverStopSerializer(result.stop).data, "duplicate": result.duplicate})
 
 
-class DriverStopProofView(OrganizationTimezoneMixin, APIView):
+class DriverStopProofView(IdempotencyMixin, OrganizationTimezoneMixin, APIView):
     """POST multipart: complete a stop (or record a failed attempt) with its proof of delivery.
 
     Fields: uuid, kind (delivered | failed), at, reason (when failed), note, recipient_name,

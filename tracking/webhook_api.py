@@ -4,6 +4,7 @@ tracking.webhooks' services; another organisation's endpoint or delivery is a 40
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from dispatch.api import OrganizationTimezoneMixin
@@ -63,6 +64,8 @@ class WebhookEndpointViewSet(
 
     permission_classes = [IsPortalUser]
     serializer_class = WebhookEndpointSerializer
+    # Ids fit a 64-bit column; anything else is the JSON 404 of config.errors, never a query.
+    lookup_value_regex = "[0-9]{1,18}"
 
     def get_queryset(self):
         organization = organization_for(self.request.user)
@@ -113,9 +116,9 @@ class WebhookEndpointViewSet(
         return Response(WebhookDeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(responses={200: WebhookDeliverySerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a bare list, not a page
     def deliveries(self, request, pk=None):
-        """The endpoint's newest 50 deliveries (its delivery log)."""
+        """The endpoint's newest 50 deliveries (its delivery log), newest first."""
         rows = webhooks.endpoint_deliveries(endpoint=self.get_object())
         return Response(WebhookDeliverySerializer(rows, many=True).data)
 
@@ -128,8 +131,8 @@ class WebhookEndpointViewSet(
         data.is_valid(raise_exception=True)
         delivery = Notification.objects.filter(endpoint=endpoint, pk=data.validated_data["delivery"]).first()
         if delivery is None:
-            return Response(
-                {"delivery": ["No such delivery of this endpoint."]}, status=status.HTTP_404_NOT_FOUND
-            )
+            # A 400 on the field, as for every id sent in a body (dispatch.api._Base._row): the
+            # endpoint exists; it is the body that names nothing.
+            raise ValidationError({"delivery": ["No such delivery of this endpoint."]})
         delivery = webhooks.webhook_delivery_resend(delivery=delivery)
         return Response(WebhookDeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)

@@ -70,7 +70,8 @@ class Server:
         )  # fmt: skip
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{self.port}",
-             "--workers", "2", "--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "2", "--preload"],
+             "--workers", "2", "--worker-class", "sync", "--timeout", "30", "--graceful-timeout", "2",
+             "--preload"],  # workers forked with the app loaded: a killed one is replaced at once
             cwd=settings.BASE_DIR, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

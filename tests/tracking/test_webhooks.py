@@ -728,6 +728,32 @@ def test_api_create_rotate_test_deliveries_and_resend(
     assert not WebhookEndpoint.objects.exists()
 
 
+def test_api_deliveries_answer_the_bare_list_the_schema_describes(org, dispatcher, dns, queued, client):
+    endpoint = webhooks.webhook_endpoint_create(organization=org, url="https://public.example.com/h")
+    webhooks.webhook_test_send(endpoint=endpoint)
+    api = APIClient()
+    api.force_authenticate(dispatcher)
+    log = api.get(f"/api/v1/webhooks/{endpoint.pk}/deliveries/").json()
+    assert [d["type"] for d in log] == ["webhook.test"]
+    schema = client.get("/api/schema/?format=json").json()
+    answer = schema["paths"]["/api/v1/webhooks/{id}/deliveries/"]["get"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"]["type"] == "array"
+
+
+def test_api_resend_of_a_delivery_the_endpoint_does_not_have_is_a_400_on_the_field(
+    org, other_org, dispatcher, dns, queued
+):
+    endpoint = webhooks.webhook_endpoint_create(organization=org, url="https://public.example.com/h")
+    theirs = webhooks.webhook_endpoint_create(organization=other_org, url="https://public.example.com/t")
+    foreign = webhooks.webhook_test_send(endpoint=theirs)
+    api = APIClient()
+    api.force_authenticate(dispatcher)
+    response = api.post(f"/api/v1/webhooks/{endpoint.pk}/resend/", {"delivery": foreign.pk}, format="json")
+    assert response.status_code == 400
+    assert response.json() == {"delivery": ["No such delivery of this endpoint."]}
+    assert Notification.objects.get(pk=foreign.pk).attempts == foreign.attempts
+
+
 def test_a_driver_cannot_use_the_webhooks_api(driver):
     api = APIClient()
     api.force_authenticate(driver.user)
