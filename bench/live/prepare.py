@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tracking-links", type=int, default=0, help="open orders with a tracking link (0: none)"
     )
+    parser.add_argument(
+        "--ingest-stops", type=int, default=0, help="open stops per ingest route (JOB-7; 0: none)"
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -81,7 +84,9 @@ def build(args) -> dict:
 
     ingest = Organization.objects.create(name="Bench ingest", slug="bench-ingest", timezone="Europe/Berlin")
     drivers = _drivers(ingest, args.ingest_drivers, "ingest", password)
-    _routes_under_way(ingest, drivers, now)
+    routes = _routes_under_way(ingest, drivers, now)
+    if args.ingest_stops:
+        _open_stops(ingest, routes, args.ingest_stops, now, random.Random(7))
     tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=d.user) for d in drivers])
 
     dash = _dashboard_org("dashboard", args.dashboard_drivers, args.dashboard_stops, password, now, rng)
@@ -134,7 +139,7 @@ def _routes_under_way(org, drivers: list, now: datetime) -> None:
     )
     today = local_today(org.tzinfo, now)
     started = now - timedelta(hours=2)
-    Route.objects.bulk_create(
+    return Route.objects.bulk_create(
         [
             Route(
                 organization=org,
@@ -147,6 +152,38 @@ def _routes_under_way(org, drivers: list, now: datetime) -> None:
             for d in drivers
         ]
     )
+
+
+def _open_stops(org, routes: list, n: int, now: datetime, rng) -> None:
+    """JOB-7: `n` open stops per ingest route, so that each ETA recompute has stops to write.
+
+    The orders carry no phone or e-mail: no customer message can be made from them.
+    """
+    from dispatch.models import Order, Stop
+    from dispatch.timeutils import local_today
+
+    today = local_today(org.tzinfo, now)
+    orders, stops = [], []
+    for i, route in enumerate(routes):
+        for seq in range(1, n + 1):
+            arrival = now + timedelta(minutes=seq * 8)
+            orders.append(
+                Order(
+                    organization=org,
+                    external_ref=f"ingest-{i:04d}-{seq:03d}",
+                    status=Order.Status.OUT_FOR_DELIVERY,
+                    recipient_name=f"Customer {i}-{seq}",
+                    address=f"Oranienstraße {seq}, 10999 Berlin",
+                    lat=BERLIN[0] + rng.uniform(-0.07, 0.07),
+                    lng=BERLIN[1] + rng.uniform(-0.11, 0.11),
+                    service_date=today,
+                )
+            )
+            stops.append(Stop(organization=org, route=route, sequence=seq, planned_arrival=arrival))
+    orders = Order.objects.bulk_create(orders)
+    for stop, order in zip(stops, orders, strict=True):
+        stop.order = order
+    Stop.objects.bulk_create(stops)
 
 
 def _dashboard_org(prefix: str, n_drivers: int, n_stops: int, password: str, now: datetime, rng) -> dict:

@@ -16,6 +16,8 @@ generator on the same machine:
              200 stops; and the rate limiter at its default rate on a second server (429)
   trk1       TRK-1: 2,000 customers polling every 15 s (133 req/s, open loop, each with its last
              ETag) while ING-1's mix runs at 200 fixes/s
+  job7       JOB-7 (PostgreSQL only, not in the default set): a real qcluster beside gunicorn
+             while ING-1's mix runs; queue depth, recomputes per route per 30 s, enqueue lag
 
 After every ingest phase the stored fixes are counted in the database and compared with the
 fixes the server acknowledged. Figures, not tests: nothing here fails a build.
@@ -25,6 +27,7 @@ fixes the server acknowledged. Figures, not tests: nothing here fails a build.
     python -m bench.live.run --only sustained --duration 600 --backends postgresql  # ING-1 soak
     python -m bench.live.run --only tracking,trk1 --backends postgresql  # customer page
     python -m bench.live.run --only trk1 --duration 600 --backends postgresql       # TRK-1 soak
+    python -m bench.live.run --only job7 --backends postgresql --redis   # ETA recompute queue
     python -m bench.live.run --json live.json
 """
 
@@ -46,11 +49,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.live import customers, sustained
+from bench.live import customers, job7, sustained
 from bench.live.server import TRACKING_RATE_DEFAULT, TRACKING_RATE_LIFTED, Stack
 
 LUA = Path(__file__).resolve().parent / "lua"
-PHASES = ("ingest", "single", "dashboard", "sustained", "tracking", "trk1")
+PHASES = ("ingest", "single", "dashboard", "sustained", "tracking", "trk1", "job7")
+DEFAULT_PHASES = PHASES[:-1]  # job7 starts a qcluster: asked for by name only
 THROTTLE_NOTE = (
     "DRF throttling: none of the measured endpoints has a DRF throttle (the app's are on the "
     "token login and the tracker-app endpoint); bench/live/settings.py clears "
@@ -68,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backends", default=None, help="postgresql,sqlite (default both; --quick: postgresql)"
     )
-    parser.add_argument("--only", default=",".join(PHASES), help=f"phases to run, from {','.join(PHASES)}")
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT_PHASES), help=f"phases to run, from {','.join(PHASES)}"
+    )
     parser.add_argument(
         "--seconds", type=float, default=10, help="length of each wrk measurement (default 10)"
     )
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(phases) - set(PHASES) or set(backends) - {"postgresql", "sqlite"}
     if unknown:
         parser.error(f"unknown: {', '.join(sorted(unknown))}")
-    if shutil.which("wrk") is None and set(phases) - {"sustained", "trk1"}:
+    if shutil.which("wrk") is None and set(phases) - {"sustained", "trk1", "job7"}:
         parser.error("wrk is needed: apt-get install wrk")
 
     # SIGTERM takes the same way out as Ctrl-C, through every `finally` and Stack.__exit__.
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 ingest_drivers=args.drivers,
                 tracking_links=args.links if tracking else 0,
+                ingest_stops=job7.STOPS_PER_ROUTE if "job7" in phases else 0,
                 redis=redis,
             ) as stack:
                 print(f"   gunicorn on 127.0.0.1:{stack.port}, {args.workers} sync workers", flush=True)
@@ -687,6 +694,92 @@ class Bench:
                 "equal, 0 flagged",
                 "met" if check["ok"] and not check["flagged"] else "MISSED",
                 check=check,
+            ),
+        ]
+
+    def job7(self) -> list[dict]:
+        """JOB-7: bench.live.job7 (qcluster, ING-1's mix, SQL sampling), as rows."""
+        if not self.backend.startswith("postgresql"):
+            return [self.row("JOB-7", "skipped: PostgreSQL only (samples django_q_ormq with psycopg)")]
+        a = self.args
+        r = job7.run(self.stack, fixes_per_s=a.rate, duration_s=a.duration, start_after=self.device_clock)
+        self.device_clock = time.time() + 1
+        pct, ingest = sustained.percentile, r["ingest"]
+        label = f"JOB-7 ({job7.Q_WORKERS} q workers, ING-1 {a.rate:g} fixes/s, {a.duration:g} s)"
+        cache = "Redis (shared)" if self.stack.redis else f"local memory ({a.workers} processes)"
+        depth, lags, windows = r["depth_load"], r["lags_s"], r["windows"]
+        over = sum(1 for n in windows.values() if n > 1)
+        worst = max(windows.values(), default=0)
+        every = len(self.stack.tokens) / (ingest.requests / ingest.elapsed_s) if ingest.requests else 0
+        counted = len(r["tasks"])
+        i_errors = ingest.non_2xx + ingest.failures
+        notes = r["notifications"]
+        stop = r["qcluster_stop"]
+        if r["qcluster_log_errors"]:
+            print(f"   !! errors in qcluster's log:\n{r['qcluster_log_errors']}", flush=True)
+        return [
+            self.row(
+                f"{label}: OrmQ depth (1 s samples)",
+                f"max {max(depth, default=0):,}, p95 {pct(depth, 95):,.0f} over {len(depth)} samples; "
+                f"drained {r['drain_s']:.0f} s after the load",
+                "< 1,000",
+                "met" if max(depth, default=0) < 1000 else "missed",
+                samples=len(depth),
+                max=max(depth, default=0),
+                p95=pct(depth, 95),
+                drain_s=r["drain_s"],
+            ),
+            self.row(
+                f"{label}: recomputes per route per 30 s",
+                f"max {worst} in any 30 s, {over} of {len(windows)} routes > 1; {counted:,} recomputes "
+                f"({r['failed']} failed) of {r['enqueued']:,} enqueued; {r['routes_written']:,} routes' "
+                f"ETAs written; each driver's batches every {every:.0f} s; debounce cache: {cache}",
+                "≤ 1",
+                ("met" if worst <= 1 else "MISSED") + ("" if counted == r["enqueued"] else " (count short)"),
+                max_per_30s=worst,
+                routes_over=over,
+                routes=len(windows),
+                recomputes=counted,
+                enqueued=r["enqueued"],
+                failed=r["failed"],
+                routes_written=r["routes_written"],
+                batch_every_s=every,
+                other_tasks=r["other_tasks"],
+            ),
+            self.row(
+                f"{label}: enqueue → recompute done (stopped − started)",
+                f"p50 {pct(lags, 50):.2f} s, p95 {pct(lags, 95):.2f} s, max {max(lags, default=0):.2f} s "
+                "(upper bound of enqueue → start)",
+                "p95 < 10 s",
+                "met" if lags and pct(lags, 95) < 10 else "missed",
+                p50_s=pct(lags, 50),
+                p95_s=pct(lags, 95),
+                max_s=max(lags, default=0),
+            ),
+            self.row(
+                f"{label}: ETA notifications",
+                f"{notes['count']} arriving_soon/delayed made, {notes['repeated']} repeated per stop: none "
+                "possible (no sweep_notifications schedule, no customer phone or e-mail in the data)",
+                "≤ 1 per threshold crossing per stop",
+                "n/a",
+                **notes,
+            ),
+            self.row(
+                f"{label}: ingest beside the cluster",
+                f"{ingest.fixes_sent / ingest.elapsed_s:,.0f} fixes/s in {ingest.requests:,} requests; "
+                f"{i_errors} errors; p95 {pct(ingest.latencies_ms, 95):.0f}, "
+                f"p99 {pct(ingest.latencies_ms, 99):.0f} ms; qcluster stopped by SIGTERM in "
+                f"{stop['seconds']:.1f} s (exit {stop['returncode']}, {stop['left']} processes left)",
+                "0 errors, p95 ≤ 300 ms, p99 ≤ 800 ms",
+                "met"
+                if i_errors == 0
+                and pct(ingest.latencies_ms, 95) <= 300
+                and pct(ingest.latencies_ms, 99) <= 800
+                else "missed",
+                errors=i_errors,
+                p95_ms=pct(ingest.latencies_ms, 95),
+                p99_ms=pct(ingest.latencies_ms, 99),
+                qcluster_stop=stop,
             ),
         ]
 

@@ -46,10 +46,12 @@ class Stack:
         workers: int = 3,
         ingest_drivers: int = 1000,
         tracking_links: int = 0,
+        ingest_stops: int = 0,
         redis: bool = False,
     ):
         self.backend, self.workdir, self.workers = backend, workdir, workers
         self.ingest_drivers, self.tracking_links = ingest_drivers, tracking_links
+        self.ingest_stops = ingest_stops
         self.redis = redis
         self.sqlite_path = workdir / "bench.sqlite3"
         self.url = (
@@ -134,6 +136,8 @@ class Stack:
                 str(self.ingest_drivers),
                 "--tracking-links",
                 str(self.tracking_links),
+                "--ingest-stops",
+                str(self.ingest_stops),
             ],
             cwd=ROOT,
             env=self.env,
