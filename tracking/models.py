@@ -321,8 +321,9 @@ class Notification(models.Model):
         ROUTE_COMPLETED = "route_completed", "Route completed"
         CUSTOMER_REQUEST = "customer_request", "Customer request"
         TEST = "test", "Test event"
-        # For the organisation's own people: yesterday's figures (tracking.summaries).
+        # For the organisation's own people: yesterday's figures (tracking.staff_mail).
         DAILY_SUMMARY = "daily_summary", "Daily summary"
+        WEBHOOK_DISABLED = "webhook_disabled", "Webhook endpoint disabled"
 
     class Channel(models.TextChoices):
         EMAIL = "email", "E-mail"

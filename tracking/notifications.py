@@ -50,7 +50,7 @@ from django_q.tasks import async_task
 
 from dispatch.models import Order, Route, Stop, StopEvent
 from pod.services import proof_requirements
-from tracking import sms, summaries, webhooks
+from tracking import sms, staff_mail, webhooks
 from tracking.alerts import alert_raise
 from tracking.links import link_token, link_url, settings_for, tracking_link_ensure
 from tracking.models import Alert, Notification, NotificationOptOut, TrackingSettings
@@ -464,13 +464,13 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
     )
     if row.channel == C.WEBHOOK:  # fixed body, its own retry policy (WH-2); see tracking.webhooks
         return webhooks.webhook_delivery_send(row, now=now)
-    summary = row.event == E.DAILY_SUMMARY  # to the organisation's own people, about no order
-    reason = summaries.summary_no_longer_due(row) if summary else _no_longer_due(row)
+    staff = row.event in staff_mail.STAFF_EVENTS  # to the organisation's own people, about no order
+    reason = staff_mail.staff_no_longer_due(row) if staff else _no_longer_due(row)
     if reason:
         _finish(row, {"status": N.SKIPPED, "last_error": reason, "not_before": None})
         return N.SKIPPED
     try:
-        message = summaries.summary_render(row) if summary else notification_render(row, now=now)
+        message = staff_mail.staff_render(row) if staff else notification_render(row, now=now)
     except Exception as exc:  # a broken template fails every time: do not retry it
         logger.exception("Could not render notification %s.", row.pk)
         _give_up(row, f"Could not write the message: {exc}", now)

@@ -2,7 +2,7 @@
 
 import logging
 
-from tracking import summaries
+from tracking import staff_mail
 from tracking.alerts import alerts_sweep
 from tracking.eta import eta_recompute
 from tracking.links import tracking_links_sweep
@@ -60,4 +60,4 @@ def refresh_travelled_paths() -> int:
 
 def send_daily_summaries() -> int:
     """Every quarter of an hour: yesterday's figures to whoever asked, once each morning."""
-    return summaries.daily_summaries_make()
+    return staff_mail.daily_summaries_make()

@@ -44,7 +44,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from dispatch.models import Order, Organization, Route, Stop, StopEvent
-from tracking import webhook_http
+from tracking import staff_mail, webhook_http
 from tracking.alerts import alert_raise
 from tracking.links import settings_for
 from tracking.models import Alert, CustomerRequest, InboundCallback, Notification, WebhookEndpoint
@@ -665,6 +665,7 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, reason: str, now: dat
         details={"endpoint": endpoint.pk},
         now=now,
     )
+    staff_mail.webhook_disabled_notify(endpoint=endpoint, reason=reason, now=now)  # and its admins
     return True
 
 

@@ -11,7 +11,7 @@ from dispatch.models import Membership, Order, Route, Stop
 from tests.factories import MembershipFactory, OrderFactory, RouteFactory, StopFactory
 from tracking.models import Notification
 from tracking.notifications import notification_send
-from tracking.summaries import daily_summaries_make
+from tracking.staff_mail import daily_summaries_make
 
 pytestmark = [pytest.mark.django_db]
 

@@ -301,6 +301,32 @@ def test_410_disables_the_endpoint_at_once(org, private_ok, receiver, dns, queue
     assert (endpoint.disabled_reason, endpoint.consecutive_failures) == ("", 0)
 
 
+def test_a_disabled_endpoint_is_emailed_to_the_organisations_admins(
+    org, private_ok, receiver, dns, queued, settings
+):
+    """WH-2: disabled endpoint → its organisation's admins are e-mailed once (besides the alert)."""
+    from django.core import mail
+
+    from dispatch.models import Membership
+    from tests.factories import MembershipFactory
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    admin = MembershipFactory(organization=org, role=Membership.Role.ADMIN)
+    MembershipFactory(organization=org, role=Membership.Role.DISPATCHER)  # the alert is theirs
+    MembershipFactory(organization=org, role=Membership.Role.ADMIN, user__email="")  # no address
+    endpoint = endpoint_for(org, receiver)
+    receiver.script = [(410, b"gone", 0)]
+    notify.notification_send(notification_id=webhooks.webhook_test_send(endpoint=endpoint).pk)
+    assert not webhooks.webhook_endpoint_disable(endpoint=endpoint, reason="again")  # already off
+
+    (row,) = Notification.objects.filter(event=Notification.Event.WEBHOOK_DISABLED)
+    assert row.recipient == admin.user.email and row.order_id is None
+    assert notify.notification_send(notification_id=row.pk) == N.SENT
+    (email,) = mail.outbox
+    assert email.to == [admin.user.email] and endpoint.url in email.subject
+    assert "410" in email.body and f"/webhooks/{endpoint.pk}/" in email.body
+
+
 def test_redirects_are_not_followed(org, private_ok, receiver, dns, queued):
     endpoint = endpoint_for(org, receiver)
     receiver.script = [(302, b"", 0)]

@@ -1,9 +1,11 @@
-"""The daily summary: yesterday's figures e-mailed each morning to the dispatchers and admins
-who asked for it (Membership.daily_summary), through the outbox like every other message.
+"""E-mail to the organisation's own people, through the outbox like every other message:
 
-One row per (organisation, day, person), its key unique: the quarter-hourly schedule may run
-twice, or on two workers at once, and each person still gets one e-mail a day. The figures are
-read when the e-mail is sent (dispatch.reports, the same numbers as /reports/).
+- the daily summary: yesterday's figures each morning to the dispatchers and admins who asked
+  for it (Membership.daily_summary). One row per (organisation, day, person), its key unique:
+  the quarter-hourly schedule may run twice, or on two workers at once, and each person still
+  gets one e-mail a day. The figures are read when it is sent (dispatch.reports, as /reports/);
+- "a webhook endpoint was disabled" to the organisation's admins (RELIABILITY WH-2), once per
+  disabling, beside the dispatchers' alert.
 """
 
 from datetime import datetime, timedelta
@@ -22,6 +24,7 @@ from tracking.models import Notification
 
 E = Notification.Event
 PORTAL_ROLES = (Membership.Role.ADMIN, Membership.Role.DISPATCHER)
+STAFF_EVENTS = (E.DAILY_SUMMARY, E.WEBHOOK_DISABLED)
 
 
 def summary_key(*, organization_id: int, day, user_id: int) -> str:
@@ -59,6 +62,62 @@ def daily_summaries_make(*, now: datetime | None = None) -> int:
     for pk in made:
         transaction.on_commit(lambda pk=pk: async_task("tracking.tasks.send_notification", pk))
     return len(made)
+
+
+def webhook_disabled_notify(*, endpoint, reason: str, now: datetime) -> int:
+    """Tell every admin of the endpoint's organisation (with an e-mail address) that it was
+    disabled; queued once this transaction commits. Returns how many rows were made."""
+    admins = (
+        Membership.objects.filter(organization_id=endpoint.organization_id, role=Membership.Role.ADMIN)
+        .exclude(user__email="")
+        .select_related("user")
+    )
+    payload = {"endpoint": endpoint.pk, "url": endpoint.url, "reason": reason}
+    made = []
+    for admin in admins:
+        row, created = Notification.objects.get_or_create(
+            key=f"webhook_disabled:{endpoint.pk}:{now.isoformat()}:{admin.user_id}",
+            defaults={
+                "organization_id": endpoint.organization_id,
+                "event": E.WEBHOOK_DISABLED,
+                "channel": Notification.Channel.EMAIL,
+                "recipient": admin.user.email,
+                "payload": {**payload, "user": admin.user_id},
+                "created_at": now,
+            },
+        )
+        if created:
+            made.append(row.pk)
+    for pk in made:
+        transaction.on_commit(lambda pk=pk: async_task("tracking.tasks.send_notification", pk))
+    return len(made)
+
+
+def staff_no_longer_due(row: Notification) -> str:
+    """Why a message to the organisation's people made earlier must not go out now."""
+    if row.event == E.WEBHOOK_DISABLED:
+        return ""  # it happened; an admin should hear of it even if it was re-enabled since
+    return summary_no_longer_due(row)
+
+
+def staff_render(row: Notification) -> dict[str, Any]:
+    if row.event == E.WEBHOOK_DISABLED:
+        site = settings.SITE_URL.rstrip("/")
+        context = {
+            "organization": Organization.objects.get(pk=row.organization_id).name,
+            "url": row.payload.get("url", ""),
+            "reason": row.payload.get("reason", ""),
+            "link": f"{site}{reverse('tracking:webhook_detail', args=[row.payload.get('endpoint')])}",
+        }
+        text = render_to_string("tracking/notices/webhook_disabled_body.txt", context).strip()
+        return {
+            "subject": f"Webhook endpoint disabled: {context['url']}"[:300],
+            "text": text,
+            "html": render_to_string("tracking/notices/webhook_disabled_body.html", context),
+            "eta": None,
+            "unsubscribe_link": context["link"],
+        }
+    return summary_render(row)
 
 
 def summary_no_longer_due(row: Notification) -> str:
