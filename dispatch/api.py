@@ -1,5 +1,7 @@
 """REST API for the core domain. Writes go through dispatch.services."""
 
+import datetime as dt
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch
@@ -94,13 +96,27 @@ class _Base(IntegrationAPIMixin, OrganizationTimezoneMixin):
 # --- Orders ---------------------------------------------------------------------------------
 
 
+class BoundedIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    """An ISO 8601 instant between the years 1970 and 2200 with a real-world offset (at most
+    14 hours): PostgreSQL refuses larger offsets with an error that would end the request."""
+
+    def filter(self, qs, value):
+        if value is not None:
+            offset = value.utcoffset()
+            if not 1970 <= value.year <= 2200:
+                raise ValidationError({self.field_name: "Give a time between the years 1970 and 2200."})
+            if offset is not None and abs(offset) > dt.timedelta(hours=14):
+                raise ValidationError({self.field_name: "Give a UTC offset between -14:00 and +14:00."})
+        return super().filter(qs, value)
+
+
 class OrderFilter(filters.FilterSet):
     service_date = filters.DateFilter()
     service_date_from = filters.DateFilter(field_name="service_date", lookup_expr="gte")
     service_date_to = filters.DateFilter(field_name="service_date", lookup_expr="lte")
     status = filters.ChoiceFilter(choices=Order.Status.choices)
     external_ref = filters.CharFilter()
-    updated_since = filters.IsoDateTimeFilter(
+    updated_since = BoundedIsoDateTimeFilter(
         field_name="updated_at", lookup_expr="gte", help_text="Orders changed at or after this instant."
     )
 

@@ -497,3 +497,21 @@ def test_an_id_filter_too_large_for_the_database_is_a_400(api):
 def test_a_far_off_year_is_refused(api):
     response = api.post("/api/v1/orders/", order_payload(window_start="0677-04-24T08:51:13"), format="json")
     assert response.status_code == 400 and "1970" in response.json()["window_start"][0]
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("0098-10-22T23:50:27+22:45", "1970"),
+        ("2026-10-22T23:50:27+22:45", "-14:00"),
+        ("2026-10-22T10:00:00+14:00", ""),
+    ],
+)
+def test_an_updated_since_postgres_could_not_compare_is_a_400_not_a_500(api, value, words):
+    # The fuzzer's find on PostgreSQL: an offset beyond ±15:59 there is an error, not a value,
+    # and it ended the request (and, in a test, the whole transaction) in a 500.
+    response = api.get("/api/v1/orders/", {"updated_since": value})
+    if words:
+        assert response.status_code == 400 and words in str(response.json()), response.json()
+    else:
+        assert response.status_code == 200
