@@ -4,8 +4,14 @@ import os
 import shutil
 
 import pytest
+from playwright.sync_api import expect
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+# Assertions wait up to 15 s (Playwright's default is 5) before they fail: CI runs the SQLite
+# and PostgreSQL suites side by side on two cores, and a server round trip that re-times two
+# routes (moving a stop) took longer than 5 s there once. Something that never appears still fails.
+expect.set_options(timeout=15_000)
 
 
 def pytest_collection_modifyitems(config, items):
