@@ -58,10 +58,11 @@ def lines(path: Path) -> Counter:
     return Counter(path.read_text().splitlines()) if path.exists() else Counter()
 
 
-def wait_for(condition, timeout: float = 30.0) -> bool:
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.25):
+    """The condition's first truthy value within `timeout` seconds, else its last (falsy) one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.25)
-    return bool(condition())
+        if value := condition():
+            return value
+        time.sleep(interval)
+    return condition()

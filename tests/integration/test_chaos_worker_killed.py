@@ -40,24 +40,13 @@ from rest_framework.authtoken.models import Token
 from dispatch.models import IdempotencyRecord, Order, Route, Stop, StopEvent
 from pod.models import ProofOfDelivery, ProofPhoto
 from tests.factories import RouteFactory, StopFactory
+from tests.integration import processes
+from tests.integration.processes import database_url, free_port
 from tracking.models import DriverAction
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 IN_FLIGHT_SECONDS = 4  # the server's IDEMPOTENCY_IN_FLIGHT_SECONDS (120 in production)
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Server:
@@ -118,12 +107,7 @@ class Server:
 
 
 def wait_for(condition, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    return condition()
+    return processes.wait_for(condition, timeout, interval=0.05)
 
 
 def _healthy(server: Server) -> bool:
