@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
-from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
@@ -104,15 +104,24 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
     refused = rate_limited(request)
     if refused is not None:
         return refused
-    if request.htmx:
-        return _poll(request, token)
+    # The page and its polled partial share this URL: a browser must not answer one with the
+    # other from its cache (the back button showing a bare partial).
+    response = _poll(request, token) if request.htmx else _page(request, token)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def _page(request: HtmxHttpRequest, token: str) -> HttpResponse:
     link, refusal = resolve(request, token)
     if refusal is not None:
         return refusal
     now = timezone.now()
     tracking_link_seen(link=link, now=now)
     options = settings_for(link.organization_id)  # read once, used by every part of the page
-    context = _live_context(link, token, now, options) | {"has_logo": bool(options.logo)}
+    context = _live_context(link, token, now, options) | {
+        "has_logo": bool(options.logo),
+        "server_now": now.isoformat(),
+    }
     # The customer's own requests: instructions, another window, a message, the rating.
     context |= page_context(link=link, now=now, options=options)
     return private(render(request, "tracking/track.html", context))
@@ -120,7 +129,16 @@ def track(request: HtmxHttpRequest, token: str) -> HttpResponse:
 
 def _live_context(link, token: str, now, options) -> dict:
     data = customer_view(link=link, now=now, options=options)
-    return {"token": token, "data": data, "link": link, "organization": link.order.organization}
+    return {"token": token, "data": _as_shown(data), "link": link, "organization": link.order.organization}
+
+
+def _as_shown(data: dict) -> dict:
+    """The page's data without what only the clock changes: the page says when the ETA was
+    updated and the browser counts the minutes since, so the bytes of a partial are fixed by
+    its ETag (which leaves the clock out) and an open page is not re-sent every minute."""
+    if data["eta"] is None:
+        return data
+    return {**data, "eta": {k: v for k, v in data["eta"].items() if k != "updated_minutes_ago"}}
 
 
 def _poll(request: HtmxHttpRequest, token: str) -> HttpResponse:
@@ -134,13 +152,13 @@ def _poll(request: HtmxHttpRequest, token: str) -> HttpResponse:
         link, refusal = resolve(request, token)  # the same 404 / 410 as the full page
         if refusal is not None:
             return refusal
-        data = customer_view(link=link, now=now)  # it came back between the two reads
+        data = _as_shown(customer_view(link=link, now=now))  # it came back between the two reads
         return private(render(request, "tracking/track.html#track-live", {"token": token, "data": data}))
     tracking_link_still_open(link_id=fingerprint.link_id, last_seen_at=fingerprint.last_seen_at, now=now)
     not_modified = get_conditional_response(request, etag=fingerprint.etag)
     if not_modified is not None:
         return private(not_modified, revalidate=True)
-    data = customer_view(link=None, now=now, row=fingerprint.row)
+    data = _as_shown(customer_view(link=None, now=now, row=fingerprint.row))
     response = render(request, "tracking/track.html#track-live", {"token": token, "data": data})
     response.headers["ETag"] = fingerprint.etag
     return private(response, revalidate=True)

@@ -21,6 +21,8 @@ class Result:
     failures: int = 0  # no HTTP answer at all (refused, reset, timeout)
     statuses: dict = field(default_factory=dict)
     latencies_ms: list = field(default_factory=list)
+    # (seconds from the start as planned, status, latency ms) per poll: where in the run it was slow
+    timeline: list = field(default_factory=list)
     body_bytes: int = 0
     elapsed_s: float = 0.0
 
@@ -74,6 +76,7 @@ def run(
             with lock:
                 result.requests += 1
                 result.latencies_ms.append(latency_ms)
+                result.timeline.append((planned - begin, status, latency_ms))
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 result.body_bytes += size
                 if status is None:

@@ -362,8 +362,7 @@ def _tracking_org(n_links: int, password: str, now: datetime, rng) -> dict:
             for i, driver in enumerate(drivers)
         ]
     )
-    # "Updated N minutes ago" is in the partial (and its ETag): updated on a whole minute, so the
-    # ETags all change on the clock's minute, and a 304 run that fits in one minute sees none.
+    # Updated a minute ago (on the whole minute: the page shows the time of the update).
     updated = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
     orders, stops = [], []
     for i, (route, n_open) in enumerate(zip(routes, shapes, strict=True)):

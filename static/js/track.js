@@ -48,8 +48,30 @@
     }
   }
 
-  document.addEventListener("DOMContentLoaded", draw);
+  // "updated at 10:58" from the server becomes "updated 3 min ago" here: the minutes are the
+  // browser's to count, so the partial (and its ETag) does not change every minute. They are
+  // counted on the server's clock (#track-now, when the page was made), as a phone's own clock
+  // can be off by hours.
+  var skew = 0;
+  var serverNow = document.getElementById("track-now");
+  if (serverNow && !isNaN(Date.parse(serverNow.getAttribute("datetime")))) {
+    skew = Date.parse(serverNow.getAttribute("datetime")) - Date.now();
+  }
+
+  function ages() {
+    var now = Date.now() + skew;
+    document.querySelectorAll("time.js-ago").forEach(function (el) {
+      var at = Date.parse(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      var minutes = Math.max(0, Math.floor((now - at) / 60000));
+      el.textContent = minutes < 1 ? "just now" : minutes < 60 ? minutes + " min ago"
+        : Math.floor(minutes / 60) + " h " + String(minutes % 60).padStart(2, "0") + " min ago";
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { draw(); ages(); });
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target && event.target.id === "track-live") draw();
+    if (event.target && event.target.id === "track-live") { draw(); ages(); }
   });
+  setInterval(ages, 30000);
 })();

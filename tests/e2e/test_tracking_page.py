@@ -31,9 +31,14 @@ def test_the_customer_sees_the_eta_then_the_proof_after_the_simulator_delivers(
     page.on("console", lambda msg: "Content Security Policy" in msg.text and violations.append(msg.text))
     page.route("https://tile.openstreetmap.org/**", lambda r: r.abort())
 
+    # A live ETA from three minutes ago: the server says when, the page counts the minutes.
+    Stop.objects.filter(pk=first.pk).update(
+        eta=timezone.now() + dt.timedelta(minutes=40), eta_updated_at=timezone.now() - dt.timedelta(minutes=3)
+    )
     page.goto(f"{live_server.url}{path}")
     expect(page.get_by_role("heading", level=1)).to_contain_text("Your delivery")
     expect(page.locator(".track-eta")).to_contain_text("Expected")
+    expect(page.locator(".track-eta")).to_contain_text("updated 3 min ago")
     expect(page.locator("#track-live")).not_to_contain_text("Proof of delivery")
 
     # The simulator drives the route through the same services as the driver app, with a
