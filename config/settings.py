@@ -374,6 +374,16 @@ if Q_RETRY < Q_TIMEOUT + 30:
         f"Q_RETRY ({Q_RETRY} s) must be at least Q_TIMEOUT ({Q_TIMEOUT} s) + 30 s, or a task "
         "still running would be handed to a second worker."
     )
+# A message still `sending` this long after a worker claimed it was left by a worker that died:
+# the minute sweep then fails it (it may have gone out, so it is never re-sent). A lease not
+# longer than the SMS timeout would fail messages whose worker is still waiting for the answer.
+NOTIFICATION_SENDING_LEASE_SECONDS = env.int("NOTIFICATION_SENDING_LEASE_SECONDS", default=300)
+if NOTIFICATION_SENDING_LEASE_SECONDS <= SMS_HTTP_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"NOTIFICATION_SENDING_LEASE_SECONDS ({NOTIFICATION_SENDING_LEASE_SECONDS} s) must be longer "
+        f"than SMS_HTTP_TIMEOUT ({SMS_HTTP_TIMEOUT:g} s), or messages still being sent would be "
+        "marked failed under their worker."
+    )
 Q_CLUSTER = {
     "name": "doorstep",
     "orm": "default",

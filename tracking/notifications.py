@@ -8,10 +8,12 @@ a retried job or two workers racing find the row already there. Then:
     sweep:    held → pending when the quiet hours end
     sending:  pending → sending (conditional UPDATE: one worker wins) → sent
               | pending again (definite failure: attempts + 1, not_before = back-off)
-              | failed (attempts used up, or an ambiguous outcome SMS/e-mail never repeat)
+              | failed (the next attempt would be over RETRY_PERIOD after the first, or an
+                ambiguous outcome, which SMS/e-mail never repeat)
 
-While a row is `sending`, `not_before` is the end of its lease: a row still sending after it
-belongs to a worker that died mid-send, and is treated like an ambiguous failure (JOB-6).
+While a row is `sending`, `not_before` is the end of its lease (SENDING_LEASE): a row still
+sending after it belongs to a worker that died mid-send, and is treated like an ambiguous
+failure (JOB-6).
 
 Where the rows come from:
 - dispatch's StopEvents (out for delivery, delivered / picked up, failed): the receiver of
@@ -71,19 +73,36 @@ NOTIFICATION_DEFAULTS: dict[str, list[str]] = {
     E.FAILED: [C.EMAIL, C.SMS],
     E.DELAYED: [C.EMAIL],
 }
-# Wait before attempt 2, 3, …; each gets up to +25 % jitter so a provider outage does not end
-# in every retry arriving at the same second. After the last one fails, the row is failed.
+# Wait before attempt 2, 3, …; the last wait repeats. Each gets up to +25 % jitter so a provider
+# outage does not end in every retry arriving at the same second.
 BACKOFF = (
     timedelta(seconds=30),
     timedelta(minutes=2),
     timedelta(minutes=10),
     timedelta(minutes=30),
     timedelta(hours=2),
+    timedelta(hours=6),
 )
-MAX_ATTEMPTS = len(BACKOFF) + 1
-# Longer than any provider timeout (SMS_HTTP_TIMEOUT, SMTP): a row still `sending` after this
-# was left by a worker that died.
-SENDING_LEASE = timedelta(minutes=5)
+# SMS and e-mail are retried for this long from their first attempt (RELIABILITY.md JOB-5): an
+# attempt that would come later is not made, the row ends failed with an alert. Counted from the
+# first attempt, not from when the row was made, so a row held for quiet hours gets its full day.
+RETRY_PERIOD = timedelta(hours=24)
+
+
+def _most_attempts(period: timedelta) -> int:
+    attempts, elapsed = 1, timedelta(0)
+    while elapsed + BACKOFF[min(attempts, len(BACKOFF)) - 1] <= period:
+        elapsed += BACKOFF[min(attempts, len(BACKOFF)) - 1]
+        attempts += 1
+    return attempts
+
+
+# The most attempts RETRY_PERIOD holds (every wait at its shortest): 9. Only a bound, which
+# tests read: the clock decides when to stop, and with jitter a row may get one attempt fewer.
+MAX_ATTEMPTS = _most_attempts(RETRY_PERIOD)
+# A row still `sending` this long after its claim was left by a worker that died.
+# config.settings refuses a lease not longer than SMS_HTTP_TIMEOUT.
+SENDING_LEASE = timedelta(seconds=settings.NOTIFICATION_SENDING_LEASE_SECONDS)
 # The receiver gets the first go at a new event; the sweep takes what is older than this.
 SWEEP_GRACE = timedelta(seconds=30)
 # Events older than this when first seen (a restored backup, a long outage) are claimed without
@@ -428,8 +447,8 @@ def _settle_abandoned(now: datetime) -> int:
         reason = "The worker stopped while sending; the message may have gone out"
         if row.channel == C.WEBHOOK:
             settled += webhooks.webhook_delivery_abandoned(row, now=now)
-        elif row.channel in RESEND_AFTER_AMBIGUOUS and row.attempts < MAX_ATTEMPTS:
-            settled += _retry(row, reason, now)
+        elif row.channel in RESEND_AFTER_AMBIGUOUS and (retry_at := _next_attempt(row, now)):
+            settled += _retry(row, reason, retry_at)
         else:
             settled += _give_up(row, reason + ", so it is not sent again.", now)
     return settled
@@ -442,6 +461,23 @@ def backoff(attempts: int) -> timedelta:
     """How long to wait after the `attempts`-th failed attempt (1-based), with jitter."""
     base = BACKOFF[min(attempts, len(BACKOFF)) - 1]
     return base + base * random.uniform(0, 0.25)
+
+
+def _retry_deadline(row: Notification) -> datetime:
+    first = (row.payload or {}).get("first_attempt_at")
+    # Rows first tried before first_attempt_at was recorded count from when they were made.
+    return (datetime.fromisoformat(first) if first else row.created_at) + RETRY_PERIOD
+
+
+def _next_attempt(row: Notification, now: datetime) -> datetime | None:
+    """When to try again after the row's latest failed attempt, or None: that would be more
+    than RETRY_PERIOD after its first attempt. A retry to a customer that would fall in the
+    organisation's quiet hours waits for their end, as a first message does (a 6 h retry must
+    not wake anyone at 3 a.m.)."""
+    at = now + backoff(row.attempts)
+    if row.order is not None and row.event not in staff_mail.STAFF_EVENTS:
+        at = quiet_hours_end(settings_for(row.organization_id), row.order.organization.tzinfo, at) or at
+    return at if at <= _retry_deadline(row) else None
 
 
 def notification_send(*, notification_id: int, now: datetime | None = None) -> str:
@@ -464,6 +500,8 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
     )
     if row.channel == C.WEBHOOK:  # fixed body, its own retry policy (WH-2); see tracking.webhooks
         return webhooks.webhook_delivery_send(row, now=now)
+    if row.attempts == 1:  # RETRY_PERIOD runs from here; every outcome below saves the payload
+        row.payload = {**row.payload, "first_attempt_at": now.isoformat()}
     staff = row.event in staff_mail.STAFF_EVENTS  # to the organisation's own people, about no order
     reason = staff_mail.staff_no_longer_due(row) if staff else _no_longer_due(row)
     if reason:
@@ -483,10 +521,12 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
         if exc.ambiguous and row.channel not in RESEND_AFTER_AMBIGUOUS:
             _give_up(row, f"{exc} Not sent again, so the customer never gets it twice.", now)
             return N.FAILED
-        if row.attempts >= MAX_ATTEMPTS:
-            _give_up(row, f"{exc} (gave up after {row.attempts} attempts)", now)
+        retry_at = _next_attempt(row, now)
+        if retry_at is None:
+            hours = RETRY_PERIOD.total_seconds() / 3600
+            _give_up(row, f"{exc} (gave up after {row.attempts} attempts in {hours:g} h)", now)
             return N.FAILED
-        _retry(row, str(exc), now)
+        _retry(row, str(exc), retry_at)
         return N.PENDING
     except Exception as exc:  # a bug or an unknown library error: the outcome is unknown
         logger.exception("Sending notification %s failed unexpectedly.", row.pk)
@@ -514,10 +554,8 @@ def _finish(row: Notification, updates: dict[str, Any]) -> bool:
     return done
 
 
-def _retry(row: Notification, reason: str, now: datetime) -> bool:
-    return _finish(
-        row, {"status": N.PENDING, "last_error": reason[:2000], "not_before": now + backoff(row.attempts)}
-    )
+def _retry(row: Notification, reason: str, at: datetime) -> bool:
+    return _finish(row, {"status": N.PENDING, "last_error": reason[:2000], "not_before": at})
 
 
 def _give_up(row: Notification, reason: str, now: datetime) -> bool:
@@ -547,7 +585,9 @@ def _no_longer_due(row: Notification) -> str:
         return OPTED_OUT
     if row.event in EN_ROUTE_EVENTS and row.order.status != Order.Status.OUT_FOR_DELIVERY:
         return f"The order is {row.order.get_status_display().lower()} now; this message is out of date."
-    if row.event in (E.ARRIVING_SOON, E.DELAYED) and row.stop and row.stop.status not in OPEN_STOP_STATUSES:
+    # Also for "out for delivery": after a failed or skipped visit the order can be out for
+    # delivery again (a re-attempt), and a retry of the old visit's message would be stale.
+    if row.event in EN_ROUTE_EVENTS and row.stop and row.stop.status not in OPEN_STOP_STATUSES:
         return "The visit is over; this message is out of date."
     return ""
 

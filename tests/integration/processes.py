@@ -2,6 +2,7 @@
 environment a `manage.py` subprocess runs with, and small waiting and counting helpers."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,20 @@ def start_qcluster(*, log: Path | None = None, **env: str) -> subprocess.Popen:
             out.close()
 
 
+def stop_qcluster(cluster: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop a qcluster started by start_qcluster the way a service manager would: SIGTERM to
+    its main process, which stops the sentinel and its workers. (A SIGTERM to the whole group
+    also hits the workers and leaves the sentinel waiting for them until the SIGKILL below.)"""
+    if cluster.poll() is not None:
+        return
+    os.kill(cluster.pid, signal.SIGTERM)
+    try:
+        cluster.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(cluster.pid, signal.SIGKILL)
+        cluster.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,3 +81,46 @@ def wait_for(condition, timeout: float = 30.0, interval: float = 0.25):
             return value
         time.sleep(interval)
     return condition()
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below `pid` (its children, theirs, …), from /proc: for a qcluster, the
+    sentinel, pusher, monitor and workers. Zombies are left out."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            # After the last ")" (the name may hold spaces or brackets): state, parent pid, …
+            state, parent = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if state != "Z":
+            children.setdefault(int(parent), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tcp_socket_owner(pids: list[int], *, local_port: int, remote_port: int) -> int | None:
+    """Which of `pids` holds the TCP connection 127.0.0.1:local_port → 127.0.0.1:remote_port
+    (matched through the socket's inode in /proc/net/tcp), or None once it is closed."""
+    want = (f"0100007F:{local_port:04X}", f"0100007F:{remote_port:04X}")
+    inode = next(
+        (line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+         if tuple(line.split()[1:3]) == want),
+        None,
+    )  # fmt: skip
+    if inode is None or inode == "0":
+        return None
+    for pid in pids:
+        try:
+            if any(
+                os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
+                for fd in os.listdir(f"/proc/{pid}/fd")
+            ):
+                return pid
+        except OSError:
+            continue  # exited, or closed that descriptor meanwhile
+    return None

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule
 from django_q.tasks import async_task
 
-from tests.integration.processes import lines, start_qcluster, wait_for
+from tests.integration.processes import lines, start_qcluster, stop_qcluster, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -33,13 +33,11 @@ def start_cluster(workers: int = 2) -> subprocess.Popen:
 
 
 def stop(cluster: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if cluster.poll() is not None:
+    if sig == signal.SIGTERM:
+        stop_qcluster(cluster)
         return
-    os.killpg(cluster.pid, sig)
-    try:
-        cluster.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(cluster.pid, signal.SIGKILL)
+    if cluster.poll() is None:
+        os.killpg(cluster.pid, sig)  # the whole cluster at once: sentinel, workers, monitor
         cluster.wait(5)
 
 

@@ -17,7 +17,6 @@ import glob
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.integration.processes import free_port, lines, subprocess_env, wait_for
+from tests.integration.processes import free_port, lines, stop_qcluster, subprocess_env, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -154,13 +153,7 @@ def test_the_cluster_rides_out_a_postgres_restart_and_loses_no_task(postgres, tm
         time.sleep(2)  # a task run twice would show by now (the rest finish in milliseconds)
         alive = cluster.poll() is None
     finally:
-        if cluster.poll() is None:
-            os.killpg(cluster.pid, signal.SIGTERM)
-            try:
-                cluster.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(cluster.pid, signal.SIGKILL)
-                cluster.wait(5)
+        stop_qcluster(cluster, timeout=30)
     runs = lines(log)
     output = cluster_log.read_text()[-3000:]
     assert finished, f"not every task done within {RECOVERY} s of PostgreSQL being back: {runs}\n{output}"

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from tests.factories import OrderFactory
-from tests.integration.processes import start_qcluster, wait_for
+from tests.integration.processes import start_qcluster, stop_qcluster, wait_for
 from tracking.models import Alert, Notification
 from tracking.notifications import notifications_sweep
 
@@ -96,11 +96,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_sends_nothing_twice(org):
         assert wait_for(lambda: Notification.objects.filter(status="sent").count() == 2)
         notifications_sweep(now=timezone.now() + dt.timedelta(minutes=6))
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_qcluster(worker)
         provider.shutdown()
 
     statuses = dict(Notification.objects.values_list("key", "status"))

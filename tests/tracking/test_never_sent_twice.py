@@ -73,6 +73,7 @@ class Call:
     during: str
     ref: str
     body: str
+    at: dt.datetime
 
     @property
     def received(self) -> bool:
@@ -113,7 +114,7 @@ class Provider:
             self.violations.append("a second worker reached the provider while the first was sending")
         outcome = self.data.draw(st.sampled_from(self.pool), label="answer")
         during = self.data.draw(st.sampled_from(DURING), label="meanwhile")
-        self.calls.append(Call(outcome, during, ref, body))
+        self.calls.append(Call(outcome, during, ref, body, self.clock))
         if during == "second_worker":
             self.nested += 1
             try:
@@ -280,8 +281,10 @@ def check(channel: str, row: Notification, calls: list[Call], stats: Counter) ->
     if row.status == N.SENT:
         assert last.outcome == "ok" and last.during != "lease_expired", calls
     elif row.status == N.FAILED and channel != "webhook" and last.outcome in DEFINITE:
-        # Used up every attempt, unless the sweep settled it mid-call (a lost lease).
-        assert len(calls) == notify.MAX_ATTEMPTS or last.during == "lease_expired", calls
+        # Used up its 24 h (the next wait, however jittered, would have ended past them),
+        # unless the sweep settled it mid-call (a lost lease).
+        wait = notify.BACKOFF[min(len(calls), len(notify.BACKOFF)) - 1] * 1.25
+        assert last.at + wait > calls[0].at + notify.RETRY_PERIOD or last.during == "lease_expired", calls
     if channel != "webhook" and last and last.outcome == "ok" and last.during != "lease_expired":
         assert row.status == N.SENT
     stats[f"{channel} {row.status}"] += 1

@@ -6,8 +6,13 @@ import base64
 import datetime as dt
 import http.server
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -350,35 +355,160 @@ def test_inbound_sms_is_off_without_a_secret(client, db, settings):
 # --- Failures, back-off, ambiguity --------------------------------------------------------------
 
 
-def _one_sms_row(org, capture):
-    TrackingSettings.objects.create(organization=org, channels={"out_for_delivery": ["sms"]})
+def _one_sms_row(org, capture, channel="sms"):
+    TrackingSettings.objects.create(organization=org, channels={"out_for_delivery": [channel]})
     start(make_route(org, n=1), capture)
     return Notification.objects.get()
 
 
-def test_definite_failures_back_off_then_fail_with_an_alert(
-    org, queued, time_machine, django_capture_on_commit_callbacks
-):
-    row = _one_sms_row(org, django_capture_on_commit_callbacks)
-    FakeSms.script = [SendError("connection refused", ambiguous=False)] * notify.MAX_ATTEMPTS
-    now = at(10)
-    for attempt, wait in enumerate(notify.BACKOFF, start=1):
-        assert notify.notification_send(notification_id=row.pk, now=now) == N.PENDING
-        row.refresh_from_db()
-        assert (row.attempts, row.last_error) == (attempt, "connection refused")
-        assert now + wait <= row.not_before <= now + wait * 1.25
-        assert (
-            notify.notification_send(notification_id=row.pk, now=row.not_before - dt.timedelta(seconds=1))
-            == ""
-        )
-        now = row.not_before
+def _unused_port() -> int:
+    with socket.socket() as probe:  # bound, never listening: connecting is refused
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    assert notify.notification_send(notification_id=row.pk, now=now) == N.FAILED
+
+def _send_until_settled(row, time_machine) -> list[dt.datetime]:
+    """Run the row's job at each moment it is due (the clock fast-forwarded) until it stops
+    being pending; the moments of its attempts. A job one second early must do nothing."""
+    attempts = [dt.datetime.now(tz=dt.UTC)]
+    while notify.notification_send(notification_id=row.pk) == N.PENDING:
+        row.refresh_from_db()
+        time_machine.move_to(row.not_before - dt.timedelta(seconds=1), tick=False)
+        assert notify.notification_send(notification_id=row.pk) == ""
+        time_machine.move_to(row.not_before, tick=False)
+        attempts.append(row.not_before)
     row.refresh_from_db()
-    assert (row.status, row.attempts) == (N.FAILED, notify.MAX_ATTEMPTS)
-    assert len(FakeSms.calls) == notify.MAX_ATTEMPTS
-    alert = Alert.objects.get(key=f"notification:{row.pk}")
-    assert "could not be sent" in alert.message and alert.organization_id == org.pk
+    return attempts
+
+
+def _offsets(attempts: list[dt.datetime]) -> list[str]:
+    return [str(moment - attempts[0]) for moment in attempts]
+
+
+@pytest.fixture
+def sms_provider_refuses(settings):
+    """The HTTP SMS backend pointed at a port of 127.0.0.1 where nobody listens."""
+    settings.SMS_BACKEND, settings.SMS_HTTP_URL = "http", f"http://127.0.0.1:{_unused_port()}/v1/messages"
+
+
+# JOB-5: the moments of the attempts after the first, for a provider that always refuses, with
+# the jitter at its smallest and at its largest (+25 %): 30 s, 2 min, 10 min, 30 min, 2 h, then
+# every 6 h. 24 h after the first attempt decide how many there are, not a count: the 9th is at
+# 20:42:30 at the shortest waits, and would be at 25:53:07.5 at the longest, so is not made.
+SHORTEST_WAITS = ["0:00:00", "0:00:30", "0:02:30", "0:12:30", "0:42:30", "2:42:30", "8:42:30", "14:42:30",
+                  "20:42:30"]  # fmt: skip
+LONGEST_WAITS = ["0:00:00", "0:00:37.500000", "0:03:07.500000", "0:15:37.500000", "0:53:07.500000",
+                 "3:23:07.500000", "10:53:07.500000", "18:23:07.500000"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("jitter", "expected"), [("low", SHORTEST_WAITS), ("high", LONGEST_WAITS)])
+def test_definite_failures_are_retried_until_24_h_after_the_first_attempt_then_fail_with_one_alert(
+    org, queued, sms_provider_refuses, monkeypatch, time_machine, django_capture_on_commit_callbacks,
+    jitter, expected,
+):  # fmt: skip
+    monkeypatch.setattr(
+        notify, "random", SimpleNamespace(uniform=lambda low, high: low if jitter == "low" else high)
+    )
+    row = _one_sms_row(org, django_capture_on_commit_callbacks)
+
+    attempts = _send_until_settled(row, time_machine)
+
+    assert _offsets(attempts) == expected
+    assert attempts[-1] <= attempts[0] + dt.timedelta(hours=24)
+    assert (row.status, row.attempts) == (N.FAILED, len(expected))
+    assert f"gave up after {len(expected)} attempts in 24 h" in row.last_error
+    assert "Could not connect to the SMS provider" in row.last_error
+    # Dead for good: the sweep queues it no more, a late job sends nothing, one alert stays.
+    time_machine.move_to(attempts[0] + dt.timedelta(hours=30), tick=False)
+    queued.clear()
+    notify.notifications_sweep()
+    assert row.pk not in queued and notify.notification_send(notification_id=row.pk) == ""
+    [alert] = Alert.objects.filter(kind=Alert.Kind.NOTIFICATION)
+    assert alert.key == f"notification:{row.pk}" and "could not be sent" in alert.message
+    assert alert.raised_at == attempts[-1]
+
+
+@pytest.mark.parametrize("failure", ["refused", "429"])
+def test_the_real_jitter_keeps_each_wait_within_25_percent_and_every_attempt_within_24_h(
+    org, settings, provider, queued, time_machine, django_capture_on_commit_callbacks, failure
+):
+    settings.SMS_BACKEND, settings.SMS_HTTP_URL = "http", provider
+    if failure == "refused":
+        settings.SMS_HTTP_URL = f"http://127.0.0.1:{_unused_port()}/v1/messages"
+    _Provider.answers = [(429, b'{"error": "slow down"}', 0)] * 20
+    row = _one_sms_row(org, django_capture_on_commit_callbacks)
+
+    attempts = _send_until_settled(row, time_machine)
+
+    waits = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    bases = [notify.BACKOFF[min(n, len(notify.BACKOFF) - 1)] for n in range(len(waits))]
+    assert all(base <= wait <= base * 1.25 for base, wait in zip(bases, waits, strict=True)), waits
+    assert len(attempts) in (8, 9) and attempts[-1] <= attempts[0] + dt.timedelta(hours=24)
+    # The attempt not made would have come after the 24 h (its wait is 6 h at least).
+    assert attempts[-1] + dt.timedelta(hours=6 * 1.25) > attempts[0] + dt.timedelta(hours=24)
+    assert row.status == N.FAILED and Alert.objects.filter(key=f"notification:{row.pk}").count() == 1
+    assert len(_Provider.seen) == (len(attempts) if failure == "429" else 0)
+
+
+@pytest.mark.parametrize("failure", ["500", "timeout"])
+def test_an_sms_provider_that_always_answers_ambiguously_is_tried_once_then_failed_with_an_alert(
+    org, settings, provider, queued, time_machine, django_capture_on_commit_callbacks, failure
+):
+    # It may have the message (5xx, no answer after sending): SMS and e-mail are never re-sent.
+    settings.SMS_BACKEND, settings.SMS_HTTP_URL, settings.SMS_HTTP_TIMEOUT = "http", provider, 0.2
+    _Provider.answers = [(500, b"{}", 0) if failure == "500" else (200, b"{}", 1.0)] * 20
+    row = _one_sms_row(org, django_capture_on_commit_callbacks)
+
+    attempts = _send_until_settled(row, time_machine)
+
+    assert len(attempts) == 1 and len(_Provider.seen) == 1
+    assert (row.status, row.attempts) == (N.FAILED, 1) and "Not sent again" in row.last_error
+    assert Alert.objects.filter(key=f"notification:{row.pk}").count() == 1
+
+
+def test_an_email_to_a_refusing_mail_server_follows_the_same_schedule(
+    org, settings, queued, monkeypatch, time_machine, django_capture_on_commit_callbacks
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", _unused_port(), 2
+    monkeypatch.setattr(notify, "random", SimpleNamespace(uniform=lambda low, high: low))
+    row = _one_sms_row(org, django_capture_on_commit_callbacks, channel="email")
+
+    attempts = _send_until_settled(row, time_machine)
+
+    assert _offsets(attempts) == SHORTEST_WAITS
+    assert row.status == N.FAILED and "refused" in row.last_error
+    assert Alert.objects.filter(key=f"notification:{row.pk}").count() == 1
+
+
+def test_a_retry_that_would_fall_in_quiet_hours_waits_for_their_end(
+    org, queued, sms_provider_refuses, monkeypatch, time_machine, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(notify, "random", SimpleNamespace(uniform=lambda low, high: low))
+    time_machine.move_to(at(10), tick=False)
+    row = _one_sms_row(org, django_capture_on_commit_callbacks)
+    TrackingSettings.objects.filter(organization=org).update(quiet_from=dt.time(21), quiet_until=dt.time(8))
+
+    attempts = _send_until_settled(row, time_machine)
+
+    # The 6 h retry due at 00:42 waits until 08:00; the next (14:00) would be past the 24 h.
+    assert _offsets(attempts) == [*SHORTEST_WAITS[:7], "22:00:00"]
+    assert all(dt.time(8) <= moment.astimezone(BERLIN).time() < dt.time(21) for moment in attempts)
+    assert row.status == N.FAILED
+
+
+def test_the_24_h_run_from_the_first_attempt_not_from_when_the_row_was_made(
+    org, queued, sms_provider_refuses, monkeypatch, time_machine, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(notify, "random", SimpleNamespace(uniform=lambda low, high: low))
+    row = _one_sms_row(org, django_capture_on_commit_callbacks)
+    made = at(10) - dt.timedelta(hours=10)  # e.g. held through the night's quiet hours
+    Notification.objects.filter(pk=row.pk).update(created_at=made)
+
+    attempts = _send_until_settled(row, time_machine)
+
+    assert _offsets(attempts) == SHORTEST_WAITS
+    assert attempts[-1] > made + dt.timedelta(hours=24)
 
 
 def test_a_definite_failure_then_success_sends_once_more(org, queued, django_capture_on_commit_callbacks):
@@ -419,6 +549,66 @@ def test_a_row_abandoned_mid_send_is_failed_not_resent(org, queued, django_captu
     row.refresh_from_db()
     assert row.status == N.FAILED and "may have gone out" in row.last_error
     assert FakeSms.calls == []
+
+
+@pytest.mark.parametrize(("lease", "starts"), [("10", False), ("11", True)])
+def test_the_settings_refuse_a_sending_lease_not_longer_than_the_sms_timeout(settings, lease, starts):
+    env = {**os.environ, "SMS_HTTP_TIMEOUT": "10", "NOTIFICATION_SENDING_LEASE_SECONDS": lease}
+    result = subprocess.run(
+        [sys.executable, "-c", "import config.settings"],
+        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert (result.returncode == 0) is starts, result.stderr
+    if not starts:
+        assert "NOTIFICATION_SENDING_LEASE_SECONDS (10 s) must be longer than SMS_HTTP_TIMEOUT (10 s)" in (
+            result.stderr
+        )
+
+
+# --- A retry must not tell stale news ----------------------------------------------------------------
+
+
+def test_an_arriving_soon_retried_after_the_stop_was_completed_is_skipped_not_sent(
+    org, queued, django_capture_on_commit_callbacks
+):
+    TrackingSettings.objects.create(
+        organization=org, channels={"out_for_delivery": [], "arriving_soon": ["sms"]}, arriving_soon_stops=0
+    )
+    stops = start(make_route(org, n=1), django_capture_on_commit_callbacks)
+    notify.notifications_sweep(now=at(10))
+    row = Notification.objects.get(event="arriving_soon")
+    FakeSms.script = [SendError("connection refused", ambiguous=False)]
+    assert notify.notification_send(notification_id=row.pk, now=at(10)) == N.PENDING
+    deliver(stops[0])
+
+    assert notify.notification_send(notification_id=row.pk, now=at(20)) == N.SKIPPED
+    row.refresh_from_db()
+    assert "out of date" in row.last_error and len(FakeSms.calls) == 1
+
+
+def test_an_out_for_delivery_retried_after_its_visit_failed_and_a_reattempt_started_is_skipped(
+    org, queued, django_capture_on_commit_callbacks
+):
+    # The order is out for delivery again, on another route: only the new visit's message goes.
+    TrackingSettings.objects.create(organization=org, channels={"out_for_delivery": ["sms"], "failed": []})
+    [first] = start(make_route(org, n=1), django_capture_on_commit_callbacks)
+    old = Notification.objects.get()
+    FakeSms.script = [SendError("connection refused", ambiguous=False)]
+    assert notify.notification_send(notification_id=old.pk, now=at(10)) == N.PENDING
+    services.stop_transition(stop=first, to=Stop.Status.FAILED, by=None, reason="Nobody home")
+    again = RouteFactory(organization=org, depot=first.route.depot, date=DAY)
+    StopFactory(route=again, sequence=1, order=first.order, planned_arrival=at(16))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.route_transition(route=again, to=Route.Status.PUBLISHED, by=None, at=at(13))
+        services.route_transition(route=again, to=Route.Status.IN_PROGRESS, by=None, at=at(14))
+    new = Notification.objects.exclude(pk=old.pk).get()
+
+    assert notify.notification_send(notification_id=old.pk, now=at(14, 5)) == N.SKIPPED
+    assert notify.notification_send(notification_id=new.pk, now=at(14, 5)) == N.SENT
+    old.refresh_from_db()
+    assert old.last_error == "The visit is over; this message is out of date."
+    assert [call["reference"] for call in FakeSms.calls] == [old.key, new.key]  # the failed try, the new one
 
 
 # --- Arriving soon and delayed ---------------------------------------------------------------------
