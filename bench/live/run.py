@@ -425,10 +425,24 @@ class Bench:
         etag = self._etag(session)
         self.wrk("get.lua", ["/", session, etag], a.warmup)
         cached = self.wrk("get.lua", ["/", session, etag], a.seconds)
+        # The floor of any portal request: signed in, nothing done (bench/live/urls.py).
+        self.wrk("get.lua", ["/bench/signed-in/", session, "-"], a.warmup)
+        floor = self.wrk("get.lua", ["/bench/signed-in/", session, "-"], a.seconds)
         q = self.stack.prepared["queries"]
         ratio_full, ratio_cached = full["rps"] / self.bare_rps, cached["rps"] / self.bare_rps
+        ratio_floor = floor["rps"] / self.bare_rps
         what = f"{shape['drivers']} drivers, {shape['stops']:,} stops"
         return [
+            self.row(
+                "(d) signed-in floor: a dispatcher's request that does nothing",
+                f"{floor['rps']:,.0f} req/s = {ratio_floor:.3f} × bare, p95 {floor['p95_ms']:.0f} ms "
+                f"({floor['s2xx']} × 200 of {floor['requests']}); the 304 is "
+                f"{cached['rps'] / floor['rps']:.2f} × this floor",
+                "(none: the ceiling of every portal figure)",
+                "",
+                ratio=ratio_floor,
+                raw=floor,
+            ),
             self.row(
                 f"(d) dashboard partial, {what}",
                 f"{full['rps']:,.0f} req/s = {ratio_full:.3f} × bare, p95 {full['p95_ms']:.0f} ms "
