@@ -10,12 +10,16 @@ authenticator only: the portal's pages use Django sessions, which a key never op
 
 A key has no user behind it, so services get ``by=None`` from :func:`request_actor` (the
 StopEvent/Plan actor FK stays empty; the key is not a person).
+
+Also here: :class:`DriverTokenAuthentication`, DRF's user tokens in one query with the
+membership and driver profile, for the GPS ingest.
 """
 
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -81,6 +85,29 @@ def principal_id(request) -> str | None:
         return f"key:{request.auth.pk}"
     actor = request_actor(request)
     return f"user:{actor.pk}" if actor is not None else None
+
+
+class DriverTokenAuthentication(authentication.TokenAuthentication):
+    """DRF's ``Authorization: Token …``, loading the user's membership and driver profile in
+    the token's own query: one query where the GPS ingest, the hottest endpoint, made three
+    (token, membership, driver). Unknown, deleted or inactive → 401, as DRF's.
+    ``membership_for`` and ``user.driver`` then read what this query loaded; the membership's
+    organisation is not joined (a fifth table costs the query about half as much again) and is
+    read only if asked for.
+    """
+
+    def authenticate_credentials(self, key):
+        model = self.get_model()
+        try:
+            token = model.objects.select_related("user__membership", "user__driver").get(key=key)
+        except model.DoesNotExist:
+            raise exceptions.AuthenticationFailed(_("Invalid token.")) from None
+        user = token.user
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
+        # A missing membership was loaded as "none" too (the reverse one-to-one raises, no query).
+        user._doorstep_membership = getattr(user, "membership", None)
+        return user, token
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

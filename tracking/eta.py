@@ -28,6 +28,7 @@ import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -115,14 +116,28 @@ def eta_recompute(
     return {"routes": len(plans), "stops": written}
 
 
-def eta_refresh_soon(*, driver_id: int) -> bool:
+def eta_refresh_soon(*, driver_id: int, now: datetime | None = None) -> bool:
     """After a batch of the driver's positions: queue a recompute of the driver's route once the
-    transaction commits, at most once per DEBOUNCE_SECONDS. Returns whether it queued one.
+    transaction commits, at most once per DEBOUNCE_SECONDS whatever the number of processes
+    (JOB-7). Returns whether it queued one.
 
-    One cache operation and, every 30 s, one queued task: no database reads on the ingest path.
+    Two gates. The cache's add lets one call per driver per DEBOUNCE_SECONDS through in each
+    process (a local-memory cache is per process; Redis shares it); behind it, a conditional
+    UPDATE of the driver's DriverPosition.eta_queued_at claims the 30 s for all processes, and
+    only the claimer queues. So the ingest path pays one cache operation, plus one statement per
+    driver per process per 30 s. A driver without a position (no good fix yet) gets none: nothing
+    the ETA reads has changed, and the every-minute tracking.tasks.recompute_etas covers him.
     A driver works one live route a day, so per driver is per route.
     """
     if not cache.add(f"eta:driver:{driver_id}", 1, DEBOUNCE_SECONDS):
+        return False
+    now = now or timezone.now()
+    claimed = (
+        DriverPosition.objects.filter(driver_id=driver_id)
+        .filter(Q(eta_queued_at=None) | Q(eta_queued_at__lte=now - timedelta(seconds=DEBOUNCE_SECONDS)))
+        .update(eta_queued_at=now)
+    )
+    if not claimed:
         return False
     transaction.on_commit(lambda: async_task("tracking.tasks.recompute_driver_etas", driver_id))
     return True

@@ -69,6 +69,10 @@ class DriverPosition(models.Model):
     recorded_at = models.DateTimeField()
     received_at = models.DateTimeField()
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.BROWSER)
+    # When a recompute of the driver's ETAs was last queued after his positions: claimed by
+    # tracking.eta.eta_refresh_soon with a conditional update, so that every web process shares
+    # one 30 s debounce (JOB-7). Keep nullable.
+    eta_queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -1,22 +1,23 @@
 """Writes for live data. Views, API views, the simulator and tests all call these."""
 
+import functools
 import hashlib
 import logging
 import math
 import secrets
 import uuid as uuid_lib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
-from dispatch.models import Driver, Route, Stop
+from dispatch.models import Driver, Organization, Route, Stop
 from dispatch.services import IllegalTransition, route_transition, route_travelled_set, stop_transition
 from dispatch.timeutils import local_day_bounds, local_today
 from pod import services as pod_services
@@ -80,7 +81,9 @@ def _check(fix: Any, *, now: datetime) -> tuple[dict | None, str]:
     }, ""
 
 
-@transaction.atomic
+# savepoint=False: inside a caller's transaction (an Idempotency-Key's) an error here rolls that
+# back too, which is what every caller wants, and a request saves two round trips.
+@transaction.atomic(savepoint=False)
 def location_record_batch(
     *, driver: Driver, fixes: list[dict], source: str = Source.BROWSER, now: datetime | None = None
 ) -> dict:
@@ -96,6 +99,9 @@ def location_record_batch(
     Returns {"accepted", "duplicates", "rejected": [{"index", "uuid", "reason"}], "flagged"}.
     Under concurrent replays of one batch both requests may count a fix as accepted; the
     unique (driver, uuid) constraint still stores it once.
+
+    Whatever its size, a new batch of a driver on his route costs one read (_batch_context),
+    the insert, the route's travelled distance and the position, between BEGIN and COMMIT.
     """
     now = now or timezone.now()
     max_accuracy = getattr(settings, "GPS_MAX_ACCURACY_M", 500)
@@ -111,13 +117,16 @@ def location_record_batch(
             )
         else:
             clean.append(row)
+    if not clean:
+        return {"accepted": 0, "duplicates": 0, "rejected": rejected, "flagged": 0}
 
-    # One query for every uuid of the batch: no per-fix lookups.
-    seen = set(
-        LocationPing.objects.filter(driver=driver, uuid__in={row["uuid"] for row in clean}).values_list(
-            "uuid", flat=True
-        )
-    )
+    # Speed is judged against the previous good fix in device time: for a late offline buffer
+    # that is the good fix stored just before it, not the (newer) current position. Read before
+    # the insert: the newest good fix stored so far (context.route) tells an append from a late
+    # buffer.
+    start = min(row["recorded_at"] for row in clean)
+    context = _batch_context(driver_id=driver.pk, uuids={row["uuid"] for row in clean}, before=start, now=now)
+    seen = context.stored
     new = []
     for row in clean:
         if row["uuid"] not in seen:  # also catches a uuid repeated inside the batch
@@ -127,15 +136,17 @@ def location_record_batch(
     if not new:
         return {"accepted": 0, "duplicates": duplicates, "rejected": rejected, "flagged": 0}
 
-    # Speed is judged against the previous good fix in device time: for a late offline buffer
-    # that is the good fix stored just before it, not the (newer) current position.
     new.sort(key=lambda row: row["recorded_at"])
-    previous = (
-        LocationPing.objects.filter(driver=driver, flags="", recorded_at__lt=new[0]["recorded_at"])
-        .order_by("-recorded_at")
-        .values("lat", "lng", "recorded_at")
-        .first()
-    )
+    previous = context.previous
+    if new[0]["recorded_at"] != start:
+        # The batch's earliest fixes were duplicates: the good fix just before the new ones may
+        # be later than the one read (one of those duplicates, say).
+        previous = (
+            LocationPing.objects.filter(driver=driver, flags="", recorded_at__lt=new[0]["recorded_at"])
+            .order_by("-recorded_at")
+            .values("lat", "lng", "recorded_at")
+            .first()
+        )
     stored_previous = previous
     pings, flagged, newest_good, good = [], 0, None, []
     for row in new:
@@ -156,50 +167,136 @@ def location_record_batch(
         pings.append(
             LocationPing(
                 organization_id=driver.organization_id,
-                driver=driver,
+                driver_id=driver.pk,
                 received_at=now,
                 source=source,
                 flags=",".join(flags),
                 **row,
             )
         )
-    # Read before the insert: the newest good fix stored so far tells an append from a late buffer.
-    route = _route_being_driven(driver=driver, now=now) if good else None
     LocationPing.objects.bulk_create(pings, ignore_conflicts=True)
-    if route is not None:
+    if good and context.route is not None:
         _route_travel_extend(
-            driver=driver, route=route, good=good, previous=stored_previous, batch_start=new[0]["recorded_at"]
+            driver=driver,
+            route=context.route,
+            good=good,
+            previous=stored_previous,
+            batch_start=new[0]["recorded_at"],
         )
-
     if newest_good is not None:
         _position_advance(driver=driver, row=newest_good, source=source, now=now)
     return {"accepted": len(new), "duplicates": duplicates, "rejected": rejected, "flagged": flagged}
 
 
-def _route_being_driven(*, driver: Driver, now: datetime) -> dict | None:
-    """The driver's in-progress route of the organisation-local today, with the time of his
-    newest good fix stored so far, in one query; or None."""
+@dataclass
+class _BatchContext:
+    stored: set  # the batch's uuids this driver already sent
+    previous: dict | None  # {lat, lng, recorded_at} of his newest good fix before the batch
+    # His in-progress route of the organisation-local today: {pk, date, started_at (the start of
+    # the local day if not set), travelled_distance_m, newest_good (time of his newest good fix)}.
+    route: dict | None
+
+
+@functools.cache
+def _batch_context_sql() -> str:
+    """_batch_context's statement, plain SQL that PostgreSQL and SQLite both run, built once per
+    process from the models' names: on the ingest's hot path the ORM took longer to build and
+    compile its three queries than the database took to answer them. `{uuids}` stands for one
+    placeholder per uuid. The rows of the first part are fixes, those of the second routes
+    (the columns the other part has are NULL)."""
+    quote = connection.ops.quote_name
+
+    def col(model, name: str) -> str:
+        return quote(model._meta.get_field(name).column)
+
+    ping, route, org = (quote(m._meta.db_table) for m in (LocationPing, Route, Organization))
+    p = {
+        name: col(LocationPing, name)
+        for name in ("id", "driver", "uuid", "lat", "lng", "recorded_at", "flags")
+    }
+    r = {
+        name: col(Route, name)
+        for name in ("id", "organization", "driver", "status", "date", "started_at", "travelled_distance_m")
+    }
     newest_good = (
-        LocationPing.objects.filter(driver=OuterRef("driver"), flags="")
-        .order_by("-recorded_at")
-        .values("recorded_at")[:1]
+        f"SELECT g.{p['recorded_at']} FROM {ping} g WHERE g.{p['driver']} = r.{r['driver']} "
+        f"AND g.{p['flags']} = '' ORDER BY g.{p['recorded_at']} DESC LIMIT 1"
     )
+    previous_id = (
+        f"SELECT b.{p['id']} FROM {ping} b WHERE b.{p['driver']} = %s AND b.{p['flags']} = '' "
+        f"AND b.{p['recorded_at']} < %s ORDER BY b.{p['recorded_at']} DESC LIMIT 1"
+    )
+    return (
+        f"SELECT f.{p['uuid']}, f.{p['lat']}, f.{p['lng']}, f.{p['recorded_at']}, f.{p['flags']}, "
+        "NULL, NULL, NULL, NULL, NULL, NULL "
+        f"FROM {ping} f WHERE f.{p['driver']} = %s "
+        f"AND (f.{p['uuid']} IN ({{uuids}}) OR f.{p['id']} = ({previous_id})) "
+        "UNION ALL "
+        "SELECT NULL, NULL, NULL, NULL, NULL, "
+        f"r.{r['id']}, r.{r['date']}, r.{r['started_at']}, r.{r['travelled_distance_m']}, "
+        f"o.{col(Organization, 'timezone')}, ({newest_good}) "
+        f"FROM {route} r INNER JOIN {org} o ON o.{col(Organization, 'id')} = r.{r['organization']} "
+        f"WHERE r.{r['driver']} = %s AND r.{r['status']} = %s AND r.{r['date']} BETWEEN %s AND %s"
+    )
+
+
+def _datetime(value: Any) -> datetime | None:
+    # PostgreSQL answers aware datetimes; SQLite naive ones or, from a subquery, their text (as
+    # the ORM's own converter: naive means in the connection's zone, UTC).
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is not None and timezone.is_naive(value):
+        value = timezone.make_aware(value, connection.timezone)
+    return value
+
+
+def _batch_context(*, driver_id: int, uuids: set, before: datetime, now: datetime) -> _BatchContext:
+    """What storing a batch needs to know, in one query: which of its `uuids` the driver already
+    sent, his newest good fix before `before`, and the route he is driving now.
+
+    Any good stored fix before `before` is at most as new as the newest one, which the query
+    reads, so the newest of those returned is the previous good fix.
+    """
+    uuid_field = LocationPing._meta.get_field("uuid")
+    adapt = connection.ops.adapt_datetimefield_value
     utc_day = now.astimezone(UTC).date()  # the local today is this day or one either side
-    routes = (
-        Route.objects.filter(
-            driver=driver,
-            status=Route.Status.IN_PROGRESS,
-            date__range=(utc_day - timedelta(days=1), utc_day + timedelta(days=1)),
-        )
-        .annotate(newest_good=Subquery(newest_good))
-        .values("pk", "date", "started_at", "travelled_distance_m", "newest_good", "organization__timezone")
-    )
-    for route in routes:
-        tz = ZoneInfo(route["organization__timezone"])
-        if route["date"] == local_today(tz, now):
-            route["started_at"] = route["started_at"] or local_day_bounds(route["date"], tz)[0]
-            return route
-    return None
+    params = [
+        driver_id,
+        *(uuid_field.get_db_prep_value(u, connection) for u in uuids),
+        driver_id,
+        adapt(before),
+        driver_id,
+        Route.Status.IN_PROGRESS.value,
+        connection.ops.adapt_datefield_value(utc_day - timedelta(days=1)),
+        connection.ops.adapt_datefield_value(utc_day + timedelta(days=1)),
+    ]
+    sql = _batch_context_sql().format(uuids=", ".join(["%s"] * len(uuids)))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    stored, previous, route = set(), None, None
+    for sent, lat, lng, recorded_at, flags, route_id, day, started_at, travelled, tz_name, newest in rows:
+        if route_id is None:
+            sent = sent if isinstance(sent, uuid_lib.UUID) else uuid_lib.UUID(sent)
+            recorded_at = _datetime(recorded_at)
+            if sent in uuids:
+                stored.add(sent)
+            newer = previous is None or recorded_at > previous["recorded_at"]
+            if not flags and recorded_at < before and newer:
+                previous = {"lat": lat, "lng": lng, "recorded_at": recorded_at}
+            continue
+        # At most one live route per driver and day (a constraint): the one of his local today.
+        tz = ZoneInfo(tz_name)
+        day = day if isinstance(day, date) else date.fromisoformat(day)
+        if day == local_today(tz, now):
+            route = {
+                "pk": route_id,
+                "date": day,
+                "started_at": _datetime(started_at) or local_day_bounds(day, tz)[0],
+                "travelled_distance_m": travelled,
+                "newest_good": _datetime(newest),
+            }
+    return _BatchContext(stored=stored, previous=previous, route=route)
 
 
 def _route_travel_extend(
@@ -247,8 +344,7 @@ def _position_advance(*, driver: Driver, row: dict, source: str, now: datetime) 
         "received_at": now,
         "source": source,
     }
-    newer = DriverPosition.objects.filter(driver=driver, recorded_at__lt=row["recorded_at"])
-    if newer.update(**values):
+    if _position_update(driver_id=driver.pk, values=values):
         return
     # No row yet, or a newer one. INSERT ... ON CONFLICT DO NOTHING, then the conditional
     # update once more in case another request created an older row in between.
@@ -256,7 +352,50 @@ def _position_advance(*, driver: Driver, row: dict, source: str, now: datetime) 
         [DriverPosition(driver=driver, organization_id=driver.organization_id, **values)],
         ignore_conflicts=True,
     )
-    newer.update(**values)
+    _position_update(driver_id=driver.pk, values=values)
+
+
+_POSITION_FIELDS = (
+    "lat",
+    "lng",
+    "accuracy_m",
+    "speed_mps",
+    "heading_deg",
+    "recorded_at",
+    "received_at",
+    "source",
+)
+
+
+@functools.cache
+def _position_update_sql() -> str:
+    # Plain SQL for the same reason as _batch_context_sql: the ORM's update() of eight fields
+    # cost twice what the statement does.
+    quote = connection.ops.quote_name
+    columns = {
+        name: quote(DriverPosition._meta.get_field(name).column) for name in (*_POSITION_FIELDS, "driver")
+    }
+    assignments = ", ".join(f"{columns[name]} = %s" for name in _POSITION_FIELDS)
+    return (
+        f"UPDATE {quote(DriverPosition._meta.db_table)} SET {assignments} "
+        f"WHERE {columns['driver']} = %s AND {columns['recorded_at']} < %s"
+    )
+
+
+def _position_update(*, driver_id: int, values: dict) -> int:
+    """UPDATE the driver's position to `values` if it is older; returns the rows changed (0 or 1)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [
+        *(values[name] for name in _POSITION_FIELDS[:5]),
+        adapt(values["recorded_at"]),
+        adapt(values["received_at"]),
+        str(values["source"]),
+        driver_id,
+        adapt(values["recorded_at"]),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_position_update_sql(), params)
+        return cursor.rowcount
 
 
 # --- Working a route: the driver's actions (issue #4) ----------------------------------------

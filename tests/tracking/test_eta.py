@@ -324,6 +324,43 @@ def test_two_batches_in_a_row_queue_one_recompute(
     assert queued == [("tracking.tasks.recompute_driver_etas", driver.pk)]
 
 
+def test_the_debounce_holds_across_processes(
+    org, driver, monkeypatch, time_machine, django_capture_on_commit_callbacks
+):
+    """JOB-7 without Redis: each process has its own local-memory cache (cleared here between
+    calls, as another process would see it), yet the driver's ETAs are queued once per 30 s."""
+    from django.core.cache import cache
+
+    queued = []
+    monkeypatch.setattr(eta, "async_task", lambda *args: queued.append(args))
+    DriverPositionFactory(driver=driver, organization=org)
+
+    def refresh(*, another_process: bool = True) -> bool:
+        if another_process:
+            cache.clear()
+        with django_capture_on_commit_callbacks(execute=True):
+            return eta.eta_refresh_soon(driver_id=driver.pk)
+
+    assert refresh()
+    assert not refresh()
+    time_machine.move_to(at(10, 0, 29), tick=False)
+    assert not refresh()
+    assert len(queued) == 1
+    time_machine.move_to(at(10, 0, 30), tick=False)
+    assert refresh()
+    assert not refresh(another_process=False)  # the same process: its cache says no
+    assert queued == [("tracking.tasks.recompute_driver_etas", driver.pk)] * 2
+
+
+def test_the_cache_spares_the_database_within_30_s(org, driver, django_assert_num_queries, monkeypatch):
+    monkeypatch.setattr(eta, "async_task", lambda *args: None)
+    DriverPositionFactory(driver=driver, organization=org)
+    with django_assert_num_queries(1):
+        assert eta.eta_refresh_soon(driver_id=driver.pk)
+    with django_assert_num_queries(0):
+        assert not eta.eta_refresh_soon(driver_id=driver.pk)
+
+
 def test_the_queued_task_recomputes_the_driver_s_route(org):
     from tracking.tasks import recompute_driver_etas
 

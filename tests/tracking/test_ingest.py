@@ -10,8 +10,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from dispatch.models import Membership
-from tests.factories import DriverFactory, MembershipFactory
+from dispatch.models import Membership, Route
+from tests.factories import DriverFactory, MembershipFactory, RouteFactory
 from tracking.models import DriverPosition, LocationPing
 from tracking.services import location_record_batch
 
@@ -166,14 +166,27 @@ def test_a_speed_jump_is_judged_against_the_stored_position_across_batches(drive
     assert DriverPosition.objects.get(driver=driver).lat == pytest.approx(52.5 + STEP_DEG)
 
 
+def test_a_batch_starting_with_duplicates_is_judged_against_the_fix_before_its_new_ones(driver):
+    """The previous good fix of a batch whose earliest fixes were already stored is the newest
+    good fix before its first new one (here the duplicate itself), not before the batch."""
+    start = NOW - dt.timedelta(minutes=1)
+    a = fix(start)
+    b = fix(start + dt.timedelta(seconds=5), lat=52.5 + 0.0027)  # 300 m north: 216 km/h
+    location_record_batch(driver=driver, fixes=[a, b], now=NOW)
+    back = fix(start + dt.timedelta(seconds=6))  # back where a was, 1 s after b: 1,080 km/h
+    result = location_record_batch(driver=driver, fixes=[b, back], now=NOW)
+    assert (result["accepted"], result["duplicates"], result["flagged"]) == (1, 1, 1)
+    assert LocationPing.objects.get(uuid=back["uuid"]).flag_list == ["speed_jump"]
+
+
 def test_query_count_does_not_grow_with_the_batch(driver, django_assert_max_num_queries):
     location_record_batch(driver=driver, fixes=track(NOW - dt.timedelta(hours=1), 1), now=NOW)
-    # savepoint, existing uuids, previous fix, route being driven, INSERT, position UPDATE,
-    # release; SQLite's 999-parameter limit splits the 100-row INSERT in two (one statement on
-    # PostgreSQL).
-    with django_assert_max_num_queries(7):
+    # One read (uuids already stored, the previous good fix, the route being driven), INSERT,
+    # position UPDATE, and no savepoint; SQLite's 999-parameter limit splits the 100-row INSERT
+    # in two (one statement on PostgreSQL).
+    with django_assert_max_num_queries(3):
         location_record_batch(driver=driver, fixes=track(NOW - dt.timedelta(minutes=50), 10), now=NOW)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(4):
         location_record_batch(
             driver=driver, fixes=track(NOW - dt.timedelta(minutes=40), 100, first_step=20), now=NOW
         )
@@ -300,13 +313,35 @@ def test_anonymous_and_revoked_tokens_get_401(driver):
     assert not LocationPing.objects.exists()
 
 
+def test_one_fix_on_the_route_costs_five_queries(
+    driver_api, driver, org, time_machine, django_assert_num_queries
+):
+    """Issue 4 item 10: the token with the membership and the driver, one read, the insert, the
+    route's travelled distance and the position (the ETA's debounce is already claimed)."""
+    time_machine.move_to(NOW, tick=False)
+    route = RouteFactory(
+        organization=org,
+        driver=driver,
+        status=Route.Status.IN_PROGRESS,
+        started_at=NOW - dt.timedelta(hours=1),
+    )
+    driver_api.post(URL, {"fixes": as_json([fix(NOW - dt.timedelta(seconds=10))])}, format="json")
+    step = fix(NOW - dt.timedelta(seconds=5), step=1)  # 50 m on
+    with django_assert_num_queries(5):
+        response = driver_api.post(URL, {"fixes": as_json([step])}, format="json")
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "flagged": 0}
+    route.refresh_from_db()
+    assert route.travelled_distance_m == 50
+    assert DriverPosition.objects.get(driver=driver).recorded_at == step["recorded_at"]
+
+
 def test_endpoint_query_count_does_not_grow_with_the_batch(driver_api, django_assert_max_num_queries):
     now = timezone.now()
     driver_api.post(URL, {"fixes": as_json([fix(now - dt.timedelta(hours=1))])}, format="json")
-    # + token, membership and driver lookups on top of the service's queries.
-    with django_assert_max_num_queries(10):
+    # + one query for the token, the membership and the driver on top of the service's queries.
+    with django_assert_max_num_queries(4):
         driver_api.post(URL, {"fixes": as_json(track(now - dt.timedelta(minutes=50), 10))}, format="json")
-    with django_assert_max_num_queries(11):
+    with django_assert_max_num_queries(5):
         driver_api.post(
             URL, {"fixes": as_json(track(now - dt.timedelta(minutes=40), 100, first_step=20))}, format="json"
         )
