@@ -3,8 +3,10 @@
     python -m bench.live.run --only job7 --backends postgresql [--redis] [--duration 60]
 
 Every accepted batch calls tracking.eta.eta_refresh_soon(driver_id): a cache.add debounce per
-driver (DEBOUNCE_SECONDS, 30 s), then on commit async_task("tracking.tasks.recompute_driver_etas",
-driver_id) on the ORM broker (a django_q_ormq row). This starts the cluster (Q_WORKERS=2, the
+driver (DEBOUNCE_SECONDS, 30 s) in each process, behind it a conditional UPDATE of the driver's
+DriverPosition.eta_queued_at shared by all of them, then on commit
+async_task("tracking.tasks.recompute_driver_etas", driver_id) on the ORM broker (a django_q_ormq
+row). This starts the cluster (Q_WORKERS=2, the
 gunicorn's environment, a process group of its own), runs ING-1's mix with bench.live.sustained,
 and reads PostgreSQL directly, once a second, while the load runs and until the queue drained:
 
