@@ -316,7 +316,8 @@ ALERT_NO_FIXES_MINUTES = env.int("ALERT_NO_FIXES_MINUTES", default=10)
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # DRF's user tokens (the driver app's), read in one query with the membership and driver.
+        "dispatch.api_auth.UserTokenAuthentication",
         # Organisation API keys (Authorization: Bearer dsk_…): integrations, never driver endpoints.
         "dispatch.api_auth.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",

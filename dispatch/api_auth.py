@@ -11,8 +11,8 @@ authenticator only: the portal's pages use Django sessions, which a key never op
 A key has no user behind it, so services get ``by=None`` from :func:`request_actor` (the
 StopEvent/Plan actor FK stays empty; the key is not a person).
 
-Also here: :class:`DriverTokenAuthentication`, DRF's user tokens in one query with the
-membership and driver profile, for the GPS ingest.
+Also here: :class:`UserTokenAuthentication`, DRF's user tokens (the driver app's) in one query
+with the membership and driver profile.
 """
 
 from datetime import timedelta
@@ -87,10 +87,11 @@ def principal_id(request) -> str | None:
     return f"user:{actor.pk}" if actor is not None else None
 
 
-class DriverTokenAuthentication(authentication.TokenAuthentication):
-    """DRF's ``Authorization: Token …``, loading the user's membership and driver profile in
-    the token's own query: one query where the GPS ingest, the hottest endpoint, made three
-    (token, membership, driver). Unknown, deleted or inactive → 401, as DRF's.
+class UserTokenAuthentication(authentication.TokenAuthentication):
+    """DRF's ``Authorization: Token …`` (the API's default in place of DRF's own class, so the
+    schema has one ``tokenAuth``), loading the user's membership and driver profile in the
+    token's own query: one query where the GPS ingest, the hottest endpoint, made three (token,
+    membership, driver). Unknown, deleted or inactive → 401, as DRF's.
     ``membership_for`` and ``user.driver`` then read what this query loaded; the membership's
     organisation is not joined (a fifth table costs the query about half as much again) and is
     read only if asked for.

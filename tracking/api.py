@@ -21,7 +21,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.response import Response
@@ -29,7 +28,6 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from dispatch.api import OrganizationTimezoneMixin
-from dispatch.api_auth import DriverTokenAuthentication
 from dispatch.api_base import IdempotencyMixin
 from dispatch.models import Driver, Membership
 from dispatch.selectors import membership_for
@@ -101,18 +99,12 @@ class DriverLocationsView(IdempotencyMixin, APIView):
     `driver_id`, on the batch or on a fix) is refused with 400 and nothing is stored (ING-6).
 
     The hottest endpoint, so it reads as little as it can: the token's query also loads the
-    membership and the driver profile, and the organisation's zone is not activated
-    (OrganizationTimezoneMixin) because nothing here depends on it: a time without an offset is
-    refused, and the answer holds no times.
+    membership and the driver profile (dispatch.api_auth.UserTokenAuthentication), and the
+    organisation's zone is not activated (OrganizationTimezoneMixin) because nothing here
+    depends on it: a time without an offset is refused, and the answer holds no times.
     """
 
     permission_classes = [IsDriver]
-
-    def get_authenticators(self):
-        return [
-            DriverTokenAuthentication() if type(authenticator) is TokenAuthentication else authenticator
-            for authenticator in super().get_authenticators()
-        ]
 
     @extend_schema(request=LocationBatchInput, responses={200: LocationBatchResult})
     def post(self, request):
