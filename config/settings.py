@@ -199,6 +199,9 @@ EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Doorstep <noreply@localhost>")
 if env("EMAIL_URL", default=""):
     vars().update(env.email("EMAIL_URL"))
+# Seconds an SMTP connection may wait for the server. Django's own default is none at all: a
+# mail server that stops answering would hold the worker, and its message, past the sending lease.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 
 # --- SMS (tracking.sms) ---------------------------------------------------------------------
 # "log" (default: written to the log, nothing sent), "http" (JSON POST to SMS_HTTP_URL with
@@ -384,6 +387,12 @@ if NOTIFICATION_SENDING_LEASE_SECONDS <= SMS_HTTP_TIMEOUT:
         f"NOTIFICATION_SENDING_LEASE_SECONDS ({NOTIFICATION_SENDING_LEASE_SECONDS} s) must be longer "
         f"than SMS_HTTP_TIMEOUT ({SMS_HTTP_TIMEOUT:g} s), or messages still being sent would be "
         "marked failed under their worker."
+    )
+if NOTIFICATION_SENDING_LEASE_SECONDS <= EMAIL_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"NOTIFICATION_SENDING_LEASE_SECONDS ({NOTIFICATION_SENDING_LEASE_SECONDS} s) must be longer "
+        f"than EMAIL_TIMEOUT ({EMAIL_TIMEOUT} s), or e-mails still being sent would be marked "
+        "failed under their worker."
     )
 Q_CLUSTER = {
     "name": "doorstep",

@@ -12,7 +12,7 @@ starts a new worker. A doomed request is answered only after the kill, so every 
 the worker waits for the answer; the others are answered and must end `sent`. The minute sweep
 (tracking.tasks.sweep_notifications), queued into the cluster every 2 s here, settles the rows
 left `sending` once their lease has run out: NOTIFICATION_SENDING_LEASE_SECONDS is 5 s here (300
-in production), SMS_HTTP_TIMEOUT 2 s.
+in production), SMS_HTTP_TIMEOUT and EMAIL_TIMEOUT 2 s.
 
 The seed (JOB2_SEED, printed with -s) fixes the draws; which request gets which draw depends on
 the scheduler, so a failing run is not replayed exactly, but its seed is in the message. About
@@ -178,7 +178,7 @@ def test_workers_killed_mid_send_100_times_lose_nothing_and_send_nothing_twice(o
     cluster = start_qcluster(
         log=log, Q_WORKERS="2", Q_TIMEOUT="10", Q_RETRY="40",
         SMS_BACKEND="http", SMS_HTTP_URL=f"http://127.0.0.1:{provider.server_port}/v1/messages",
-        SMS_HTTP_TIMEOUT="2", NOTIFICATION_SENDING_LEASE_SECONDS=str(LEASE),
+        SMS_HTTP_TIMEOUT="2", EMAIL_TIMEOUT="2", NOTIFICATION_SENDING_LEASE_SECONDS=str(LEASE),
     )  # fmt: skip
     started = time.monotonic()
     try:

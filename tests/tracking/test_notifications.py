@@ -553,7 +553,8 @@ def test_a_row_abandoned_mid_send_is_failed_not_resent(org, queued, django_captu
 
 @pytest.mark.parametrize(("lease", "starts"), [("10", False), ("11", True)])
 def test_the_settings_refuse_a_sending_lease_not_longer_than_the_sms_timeout(settings, lease, starts):
-    env = {**os.environ, "SMS_HTTP_TIMEOUT": "10", "NOTIFICATION_SENDING_LEASE_SECONDS": lease}
+    env = {**os.environ, "SMS_HTTP_TIMEOUT": "10", "EMAIL_TIMEOUT": "5"}
+    env["NOTIFICATION_SENDING_LEASE_SECONDS"] = lease
     result = subprocess.run(
         [sys.executable, "-c", "import config.settings"],
         cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
@@ -564,6 +565,29 @@ def test_the_settings_refuse_a_sending_lease_not_longer_than_the_sms_timeout(set
         assert "NOTIFICATION_SENDING_LEASE_SECONDS (10 s) must be longer than SMS_HTTP_TIMEOUT (10 s)" in (
             result.stderr
         )
+
+
+@pytest.mark.parametrize(("email_timeout", "starts"), [("300", False), ("299", True)])
+def test_the_settings_refuse_a_sending_lease_not_longer_than_the_email_timeout(
+    settings, email_timeout, starts
+):
+    env = {**os.environ, "EMAIL_TIMEOUT": email_timeout, "NOTIFICATION_SENDING_LEASE_SECONDS": "300"}
+    env.pop("SMS_HTTP_TIMEOUT", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "import config.settings"],
+        cwd=settings.BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert (result.returncode == 0) is starts, result.stderr
+    if not starts:
+        assert "must be longer than EMAIL_TIMEOUT (300 s)" in result.stderr
+
+
+def test_smtp_waits_for_the_mail_server_a_bounded_time(settings):
+    from django.core.mail import get_connection
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    assert get_connection().timeout == settings.EMAIL_TIMEOUT == 30
 
 
 # --- A retry must not tell stale news ----------------------------------------------------------------
