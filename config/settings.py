@@ -382,18 +382,13 @@ if Q_RETRY < Q_TIMEOUT + 30:
 # the minute sweep then fails it (it may have gone out, so it is never re-sent). A lease not
 # longer than the SMS timeout would fail messages whose worker is still waiting for the answer.
 NOTIFICATION_SENDING_LEASE_SECONDS = env.int("NOTIFICATION_SENDING_LEASE_SECONDS", default=300)
-if NOTIFICATION_SENDING_LEASE_SECONDS <= SMS_HTTP_TIMEOUT:
-    raise ImproperlyConfigured(
-        f"NOTIFICATION_SENDING_LEASE_SECONDS ({NOTIFICATION_SENDING_LEASE_SECONDS} s) must be longer "
-        f"than SMS_HTTP_TIMEOUT ({SMS_HTTP_TIMEOUT:g} s), or messages still being sent would be "
-        "marked failed under their worker."
-    )
-if NOTIFICATION_SENDING_LEASE_SECONDS <= EMAIL_TIMEOUT:
-    raise ImproperlyConfigured(
-        f"NOTIFICATION_SENDING_LEASE_SECONDS ({NOTIFICATION_SENDING_LEASE_SECONDS} s) must be longer "
-        f"than EMAIL_TIMEOUT ({EMAIL_TIMEOUT} s), or e-mails still being sent would be marked "
-        "failed under their worker."
-    )
+for _name, _timeout in (("SMS_HTTP_TIMEOUT", SMS_HTTP_TIMEOUT), ("EMAIL_TIMEOUT", EMAIL_TIMEOUT)):
+    if _timeout >= NOTIFICATION_SENDING_LEASE_SECONDS:
+        raise ImproperlyConfigured(
+            f"NOTIFICATION_SENDING_LEASE_SECONDS ({NOTIFICATION_SENDING_LEASE_SECONDS} s) must be longer "
+            f"than {_name} ({_timeout:g} s), or messages still being sent would be marked failed "
+            "under their worker."
+        )
 Q_CLUSTER = {
     "name": "doorstep",
     "orm": "default",

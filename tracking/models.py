@@ -362,6 +362,9 @@ class Notification(models.Model):
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
     response_excerpt = models.TextField(blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Set by the first claim: SMS and e-mail are retried for RETRY_PERIOD from here, so a row
+    # held through quiet hours gets its full day (tracking.notifications).
+    first_attempt_at = models.DateTimeField(null=True, blank=True)
     # [{"at", "status", "error", "ms"}, …], newest last, the last WEBHOOK_LOG_ATTEMPTS kept.
     attempt_log = models.JSONField(default=list, blank=True)
     event = models.CharField(max_length=20, choices=Event.choices)

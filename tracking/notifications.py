@@ -43,7 +43,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.template import Context, Template, TemplateSyntaxError
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -464,9 +465,8 @@ def backoff(attempts: int) -> timedelta:
 
 
 def _retry_deadline(row: Notification) -> datetime:
-    first = (row.payload or {}).get("first_attempt_at")
     # Rows first tried before first_attempt_at was recorded count from when they were made.
-    return (datetime.fromisoformat(first) if first else row.created_at) + RETRY_PERIOD
+    return (row.first_attempt_at or row.created_at) + RETRY_PERIOD
 
 
 def _next_attempt(row: Notification, now: datetime) -> datetime | None:
@@ -491,7 +491,12 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
     claimed = (
         Notification.objects.filter(pk=notification_id, status=N.PENDING)
         .filter(Q(not_before=None) | Q(not_before__lte=now))
-        .update(status=N.SENDING, attempts=F("attempts") + 1, not_before=now + SENDING_LEASE)
+        .update(
+            status=N.SENDING,
+            attempts=F("attempts") + 1,
+            not_before=now + SENDING_LEASE,
+            first_attempt_at=Coalesce("first_attempt_at", Value(now)),
+        )
     )
     if claimed != 1:
         return ""
@@ -500,8 +505,6 @@ def notification_send(*, notification_id: int, now: datetime | None = None) -> s
     )
     if row.channel == C.WEBHOOK:  # fixed body, its own retry policy (WH-2); see tracking.webhooks
         return webhooks.webhook_delivery_send(row, now=now)
-    if row.attempts == 1:  # RETRY_PERIOD runs from here; every outcome below saves the payload
-        row.payload = {**row.payload, "first_attempt_at": now.isoformat()}
     staff = row.event in staff_mail.STAFF_EVENTS  # to the organisation's own people, about no order
     reason = staff_mail.staff_no_longer_due(row) if staff else _no_longer_due(row)
     if reason:

@@ -66,35 +66,14 @@ class Server:
         )  # fmt: skip
 
     def workers(self) -> list[int]:
-        """The master's live children, read from /proc/<pid>/stat."""
-        pids = []
-        for entry in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.process.pid and fields[0] != "Z":
-                pids.append(int(entry))
-        return pids
+        """The master's live workers (sync workers fork nothing of their own)."""
+        return processes.descendants(self.process.pid)
 
     def worker_serving(self, client: socket.socket) -> int | None:
-        """The worker holding the server end of `client`'s connection (matched by inode)."""
-        want = (f"0100007F:{self.port:04X}", f"0100007F:{client.getsockname()[1]:04X}")
-        inode = next(
-            (line.split()[9] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-             if tuple(line.split()[1:3]) == want),
-            None,
-        )  # fmt: skip
-        for pid in self.workers():
-            try:
-                if any(
-                    os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]"
-                    for fd in os.listdir(f"/proc/{pid}/fd")
-                ):
-                    return pid
-            except OSError:
-                continue
-        return None
+        """The worker holding the server end of `client`'s connection."""
+        return processes.tcp_socket_owner(
+            self.workers(), local_port=self.port, remote_port=client.getsockname()[1]
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
