@@ -99,6 +99,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+        "DATABASE_PREPARED_STATEMENTS", default=True
+    ):
+        # Parameters bound by the server, and a statement run twice on a connection planned once
+        # (psycopg keeps the last 100): on the hot paths (the GPS ingest, the polls' fingerprints)
+        # PostgreSQL spent longer planning than running. Off for a pooler that cannot carry
+        # prepared statements across its connections (PgBouncer before 1.21 in transaction mode).
+        DATABASES["default"]["OPTIONS"] = {
+            **DATABASES["default"].get("OPTIONS", {}),
+            "server_side_binding": True,
+            "prepare_threshold": 2,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and rate-limit counters ----------------------------------------------------------
@@ -121,7 +133,8 @@ else:
 # --- Auth -----------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, also loading the membership with the user (one query a request).
+    "dispatch.auth_backends.MemberBackend",
 ]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -30,9 +30,12 @@ def membership_for(user: AbstractBaseUser | AnonymousUser | None) -> Membership 
     if user is None or not user.is_authenticated:
         return None
     if not hasattr(user, "_doorstep_membership"):
-        user._doorstep_membership = (
-            Membership.objects.select_related("organization").filter(user=user).first()
-        )
+        # Loaded with the user by the session's and the token's authentication; this read is for
+        # a user obtained otherwise. A get: .first() would order by Membership's joined ordering.
+        try:
+            user._doorstep_membership = Membership.objects.select_related("organization").get(user=user)
+        except Membership.DoesNotExist:
+            user._doorstep_membership = None
     return user._doorstep_membership
 
 

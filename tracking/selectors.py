@@ -3,7 +3,6 @@
 
 import functools
 import hashlib
-import weakref
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -158,29 +157,12 @@ class _CommaList(Aggregate):
         return self.as_sql(compiler, connection, function="GROUP_CONCAT", **extra_context)
 
 
-# name -> the database connections that hold that prepared statement (PostgreSQL only).
-_PREPARED: dict[str, "weakref.WeakSet[Any]"] = {}
-
-
-def _fetch_prepared(name: str, sql: str, params: list, *, types: str, many: bool = False) -> Any:
-    """One row (or, with `many`, all rows) of a hot, fixed statement. On PostgreSQL it is
-    planned once per connection (PREPARE, then EXECUTE): for the polls' fingerprints, planning
-    cost more than running. Prepared statements outlive rolled-back transactions and die with
-    their connection, which is what the WeakSet follows. `types` lists the parameters' SQL
-    types, comma-separated."""
+def _fetch(sql: str, params: list, *, many: bool = False) -> Any:
+    """One row (or, with `many`, all rows) of a hot, fixed statement in plain SQL. On PostgreSQL
+    psycopg plans it once per connection from its second run on (config/settings.py,
+    DATABASE_PREPARED_STATEMENTS): for the polls' fingerprints planning cost more than running."""
     with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            cursor.execute(sql, params)
-            return cursor.fetchall() if many else cursor.fetchone()
-        prepared = _PREPARED.setdefault(name, weakref.WeakSet())
-        raw = connection.connection
-        if raw not in prepared:
-            numbered = sql
-            for n in range(1, len(params) + 1):
-                numbered = numbered.replace("%s", f"${n}", 1)
-            cursor.execute(f"PREPARE {name}({types}) AS {numbered}")
-            prepared.add(raw)
-        cursor.execute(f"EXECUTE {name}({', '.join(['%s'] * len(params))})", params)
+        cursor.execute(sql, params)
         return cursor.fetchall() if many else cursor.fetchone()
 
 
@@ -228,10 +210,7 @@ def dashboard_fingerprint(*, organization: Organization, day: date, now: datetim
     start, _end = local_day_bounds(day, organization.tzinfo)
     ops, org = connection.ops, organization.pk
     params = [org, org, ops.adapt_datefield_value(day), org, ops.adapt_datetimefield_value(start), org]
-    values = _fetch_prepared(
-        "doorstep_dashboard_fingerprint", _fingerprint_sql(), params,
-        types="bigint, bigint, date, bigint, timestamptz, bigint",
-    )  # fmt: skip
+    values = _fetch(_fingerprint_sql(), params)
     return f"{org}-{day:%Y%m%d}-{int(now.timestamp() // 60)}-" + "-".join(map(str, values))
 
 
@@ -600,7 +579,7 @@ def _customer_row(token_hash: str) -> dict[str, Any] | None:
     """The fingerprint statement's row as {column name: value}, or None (unknown, revoked)."""
     sql, names = _customer_fingerprint_sql()
     # Planning this twelve-table statement took 2 ms, running it 0.6.
-    row = _fetch_prepared("doorstep_customer_fingerprint", sql, [token_hash], types="text")
+    row = _fetch(sql, [token_hash])
     return None if row is None else dict(zip(names, row, strict=True))
 
 
@@ -674,9 +653,7 @@ def customer_view(
         return moment.astimezone(tz).isoformat() if moment else None
 
     timeline = []
-    events = _fetch_prepared(
-        "doorstep_customer_timeline", _timeline_sql(), [row["o_id"]], types="bigint", many=True
-    )
+    events = _fetch(_timeline_sql(), [row["o_id"]], many=True)
     for kind, to_status, at, reason in events:
         label = CUSTOMER_EVENTS.get(kind) or CUSTOMER_STATUSES.get(to_status)
         if label:
