@@ -1,24 +1,99 @@
-"""The sign-in backend of the portal and the driver app's session."""
+"""The sign-in backend of the portal and the driver app's session, and the one-query user read
+that the API's token authentication shares."""
+
+import functools
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from dispatch.models import Driver, Membership, Organization
+from dispatch.sqlrows import from_rows, select_list
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _column(model, name: str) -> str:
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
+@functools.cache
+def _member_sql(*, by_token: bool) -> str:
+    """The user with his membership and its organisation (and, for a token, the token and his
+    driver profile), by user pk or by token key."""
+    User = get_user_model()
+    user_pk = _column(User, User._meta.pk.name)
+    selects = [select_list(User, "u"), select_list(Membership, "m"), select_list(Organization, "o")]
+    joins = (
+        f"LEFT JOIN {_table(Membership)} m ON m.{_column(Membership, 'user')} = u.{user_pk} "
+        f"LEFT JOIN {_table(Organization)} o ON o.{_column(Organization, 'id')} = "
+        f"m.{_column(Membership, 'organization')}"
+    )
+    if not by_token:
+        return f"SELECT {', '.join(selects)} FROM {_table(User)} u {joins} WHERE u.{user_pk} = %s"
+    selects += [select_list(Driver, "d"), select_list(Token, "t")]
+    return (
+        f"SELECT {', '.join(selects)} FROM {_table(Token)} t "
+        f"INNER JOIN {_table(User)} u ON u.{user_pk} = t.{_column(Token, 'user')} {joins} "
+        f"LEFT JOIN {_table(Driver)} d ON d.{_column(Driver, 'user')} = u.{user_pk} "
+        f"WHERE t.{_column(Token, 'key')} = %s"
+    )
+
+
+def _member(row, user):
+    """Attach the row's membership (and its organisation) to `user`, where membership_for reads
+    it; a missing one is remembered as None, so neither asks again."""
+    membership, organization = row
+    if membership is not None:
+        membership.organization = organization
+        membership.user = user  # also fills user.membership
+    user._doorstep_membership = membership
+
+
+def member_for_token(key: str):
+    """(user, token) for an API token key, with the user's membership, organisation and driver
+    profile loaded (``user.driver`` raises Driver.DoesNotExist without a query if he has none);
+    None for an unknown key."""
+    with connection.cursor() as cursor:
+        cursor.execute(_member_sql(by_token=True), [key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    user, membership, organization, driver, token = from_rows(
+        row, get_user_model(), Membership, Organization, Driver, Token
+    )
+    _member((membership, organization), user)
+    if driver is None:
+        get_user_model()._meta.get_field("driver").set_cached_value(user, None)
+    else:
+        driver.user = user  # also fills user.driver
+    token.user = user
+    return user, token
 
 
 class MemberBackend(ModelBackend):
     """Django's username and password sign-in, whose per-request user read also loads the
     membership and its organisation: every portal request needs them (the organisation's zone,
-    the scope of every query), so one query where Django's backend and ``membership_for`` made
-    two. ``membership_for`` then reads what this query loaded.
+    the scope of every query), so one plain statement where Django's backend and
+    ``membership_for`` made two ORM queries.
     """
 
     def get_user(self, user_id):
-        user_model = get_user_model()
+        User = get_user_model()
         try:
-            user = user_model._default_manager.select_related("membership__organization").get(pk=user_id)
-        except user_model.DoesNotExist:
+            pk = User._meta.pk.to_python(user_id)
+        except Exception:  # a session naming no valid pk is a signed-out session, as Django's
             return None
+        with connection.cursor() as cursor:
+            cursor.execute(_member_sql(by_token=False), [pk])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        user, membership, organization = from_rows(row, User, Membership, Organization)
         if not self.user_can_authenticate(user):
             return None
-        # A missing membership was loaded as "none" too (the reverse one-to-one raises, no query).
-        user._doorstep_membership = getattr(user, "membership", None)
+        _member((membership, organization), user)
         return user

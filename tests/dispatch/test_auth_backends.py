@@ -1,0 +1,89 @@
+"""The one-statement user reads: a signed-in session's (MemberBackend) and an API token's.
+
+They build model instances from a plain SELECT, so they are checked against what the ORM loads,
+field by field, on whichever database the suite runs on."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+
+from dispatch.auth_backends import MemberBackend, member_for_token
+from dispatch.models import Driver, Membership
+from dispatch.selectors import membership_for
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def fields(instance) -> dict:
+    return {field.attname: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+
+
+def test_the_session_user_is_the_orm_user_with_membership_and_organisation(dispatcher, org):
+    org.refresh_from_db()  # the ORM's own reading, as the comparison
+    user = MemberBackend().get_user(str(dispatcher.pk))  # the session stores the pk as text
+
+    orm_user = get_user_model().objects.get(pk=dispatcher.pk)
+    orm_membership = Membership.objects.get(user=dispatcher)
+    assert fields(user) == fields(orm_user)
+    assert user.last_login == orm_user.last_login and user.date_joined.tzinfo is not None
+    assert user.check_password("correct-horse-battery")
+    assert fields(membership_for(user)) == fields(orm_membership)
+    assert fields(membership_for(user).organization) == fields(org)
+    assert user.membership is membership_for(user)
+    # Saved back, the instance writes what it read: nothing is lost or mangled.
+    user.first_name = "Renamed"
+    user.save()
+    assert fields(get_user_model().objects.get(pk=user.pk)) == {**fields(orm_user), "first_name": "Renamed"}
+
+
+def test_the_session_user_needs_no_further_query(dispatcher, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        user = MemberBackend().get_user(dispatcher.pk)
+        organization = membership_for(user).organization
+        assert organization.tzinfo is not None and user.membership.role == Membership.Role.DISPATCHER
+
+
+def test_a_user_without_membership_is_signed_in_with_none(django_assert_num_queries):
+    staff = UserFactory(is_staff=True)
+    with django_assert_num_queries(1):
+        user = MemberBackend().get_user(staff.pk)
+        assert user == staff and membership_for(user) is None
+
+
+@pytest.mark.parametrize("user_id", [10**9, "not-a-number", None])
+def test_an_unknown_or_malformed_user_id_is_signed_out(user_id):
+    assert MemberBackend().get_user(user_id) is None
+
+
+def test_an_inactive_user_is_signed_out(dispatcher):
+    dispatcher.is_active = False
+    dispatcher.save()
+    assert MemberBackend().get_user(dispatcher.pk) is None
+
+
+def test_a_token_loads_user_membership_and_driver_profile(driver, django_assert_num_queries):
+    token = Token.objects.create(user=driver.user)
+    with django_assert_num_queries(1):
+        user, loaded = member_for_token(token.key)
+        assert loaded.key == token.key and loaded.user is user
+        assert user.driver.pk == driver.pk and user.driver.user is user
+        assert membership_for(user).role == Membership.Role.DRIVER
+        assert membership_for(user).organization.slug == driver.organization.slug
+    assert fields(user.driver) == fields(Driver.objects.get(pk=driver.pk))
+    assert fields(loaded) == fields(Token.objects.get(pk=token.pk))
+
+
+def test_a_token_of_a_user_without_driver_profile_raises_without_a_query(
+    dispatcher, django_assert_num_queries
+):
+    token = Token.objects.create(user=dispatcher)
+    with django_assert_num_queries(1):
+        user, _ = member_for_token(token.key)
+        with pytest.raises(Driver.DoesNotExist):
+            user.driver
+
+
+def test_an_unknown_token_is_none(driver):
+    Token.objects.create(user=driver.user)
+    assert member_for_token("0" * 40) is None
