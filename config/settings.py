@@ -126,9 +126,11 @@ if REDIS_URL:
     # Sessions read from Redis, written through to the database: every logged-in request (each
     # dashboard poll, each driver upload) skips a query. Only with a shared cache: with a
     # per-process memory cache a log-out would not reach the other processes' copies.
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_ENGINE = "dispatch.sessions.cached_db"
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Django's database sessions, the row read in plain SQL (dispatch/sessions).
+    SESSION_ENGINE = "dispatch.sessions.db"
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

@@ -190,13 +190,18 @@ class Bench:
         self.device_clock = time.time() - 1200
 
     def run(self, phases: list[str]) -> list[dict]:
-        rows = []
-        if {"single", "dashboard", "tracking"} & set(phases):
-            rows.append(self.bare())
+        rows, ratios = [], {"single", "dashboard", "tracking"} & set(phases)
         for phase in PHASES:
             if phase in phases:
+                if phase in ratios:
+                    # The base measured again just before each phase whose figures are ratios to
+                    # it: on a shared machine the bare view's own rate drifts by 10-20 % within
+                    # minutes, and a ratio to a base taken minutes earlier carries that drift.
+                    rows.append(self.bare(f"before {phase}"))
                 print(f"   {phase}...", flush=True)
                 rows += getattr(self, phase)()
+        if ratios:
+            rows.append(self.bare("at the end (drift check)"))
         return rows
 
     # --- wrk ---------------------------------------------------------------------------------
@@ -247,11 +252,14 @@ class Bench:
             **detail,
         }
 
-    def bare(self) -> dict:
-        self.wrk("get.lua", ["/bench/bare/", "-", "-"], self.args.warmup)
+    def bare(self, when: str) -> dict:
+        if self.bare_rps is None:
+            self.wrk("get.lua", ["/bench/bare/", "-", "-"], self.args.warmup)
         r = self.wrk("get.lua", ["/bench/bare/", "-", "-"], self.args.seconds)
         self.bare_rps = r["rps"]
-        return self.row("bare view (ratio base)", f"{r['rps']:,.0f} req/s, p95 {r['p95_ms']:.1f} ms", raw=r)
+        return self.row(
+            f"bare view {when} (ratio base)", f"{r['rps']:,.0f} req/s, p95 {r['p95_ms']:.1f} ms", raw=r
+        )
 
     # --- ingest ------------------------------------------------------------------------------
 

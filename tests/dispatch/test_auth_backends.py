@@ -5,6 +5,7 @@ field by field, on whichever database the suite runs on."""
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.shortcuts import resolve_url
 from rest_framework.authtoken.models import Token
 
 from dispatch.auth_backends import MemberBackend, member_for_token
@@ -87,3 +88,37 @@ def test_a_token_of_a_user_without_driver_profile_raises_without_a_query(
 def test_an_unknown_token_is_none(driver):
     Token.objects.create(user=driver.user)
     assert member_for_token("0" * 40) is None
+
+
+# --- The session row (dispatch.sessions) -------------------------------------------------------
+
+
+def test_the_session_store_reads_the_row_the_orm_reads(dispatcher_client, settings):
+    from importlib import import_module
+
+    from django.contrib.sessions.models import Session
+
+    key = dispatcher_client.cookies[settings.SESSION_COOKIE_NAME].value
+    store = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    row = store._get_session_from_db()
+    assert fields(row) == fields(Session.objects.get(session_key=key))
+    assert store.load() == Session.objects.get(session_key=key).get_decoded()
+
+
+def test_an_expired_session_is_signed_out(dispatcher_client, settings):
+    from django.contrib.sessions.models import Session
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    assert dispatcher_client.get("/").status_code == 200
+    key = dispatcher_client.cookies[settings.SESSION_COOKIE_NAME].value
+    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timezone.timedelta(seconds=1))
+    cache.clear()  # with Redis the cached copy would otherwise live on until its own timeout
+    response = dispatcher_client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
+
+
+def test_an_unknown_session_key_is_signed_out(client, settings, dispatcher):
+    client.cookies[settings.SESSION_COOKIE_NAME] = "x" * 32
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))

@@ -1,0 +1,7 @@
+from django.contrib.sessions.backends import cached_db
+
+from dispatch.sessions import PlainSessionRead
+
+
+class SessionStore(PlainSessionRead, cached_db.SessionStore):
+    pass
