@@ -82,7 +82,7 @@ def test_a_token_of_a_user_without_driver_profile_raises_without_a_query(
     with django_assert_num_queries(1):
         user, _ = member_for_token(token.key)
         with pytest.raises(Driver.DoesNotExist):
-            user.driver
+            _ = user.driver
 
 
 def test_an_unknown_token_is_none(driver):
@@ -122,3 +122,28 @@ def test_an_unknown_session_key_is_signed_out(client, settings, dispatcher):
     client.cookies[settings.SESSION_COOKIE_NAME] = "x" * 32
     response = client.get("/")
     assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
+
+
+def test_a_session_signed_in_before_the_upgrade_stays_signed_in(client, dispatcher, settings):
+    """Migration 0011: sessions written by Django's ModelBackend name it; Django would sign them
+    out once it is no longer listed. The migration points them at MemberBackend."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    old = importlib.import_module(settings.SESSION_ENGINE).SessionStore()
+    old.update(
+        {
+            SESSION_KEY: str(dispatcher.pk),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: dispatcher.get_session_auth_hash(),
+        }
+    )
+    old.create()  # also cached, with REDIS_URL: the migration must drop that copy
+    client.cookies[settings.SESSION_COOKIE_NAME] = old.session_key
+    assert client.get("/").status_code == 302  # the backend is not listed: signed out
+
+    migration = importlib.import_module("dispatch.migrations.0011_sessions_member_backend")
+    migration.sessions_to_member_backend(apps, None)
+    assert client.get("/").status_code == 200
