@@ -592,6 +592,10 @@ def _no_longer_due(row: Notification) -> str:
     # delivery again (a re-attempt), and a retry of the old visit's message would be stale.
     if row.event in EN_ROUTE_EVENTS and row.stop and row.stop.status not in OPEN_STOP_STATUSES:
         return "The visit is over; this message is out of date."
+    # A failed visit's message still informs while a re-attempt is under way, not once the
+    # parcel has been handed over: "we could not deliver" after the delivery would mislead.
+    if row.event == E.FAILED and row.order.status in (Order.Status.DELIVERED, Order.Status.PICKED_UP):
+        return f"The order is {row.order.get_status_display().lower()} now; this message is out of date."
     return ""
 
 

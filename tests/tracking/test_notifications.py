@@ -627,6 +627,30 @@ def test_an_out_for_delivery_retried_after_its_visit_failed_and_a_reattempt_star
     assert [call["reference"] for call in FakeSms.calls] == [old.key, new.key]  # the failed try, the new one
 
 
+def test_a_failed_visit_message_retried_after_a_reattempt_delivered_is_skipped(
+    org, queued, django_capture_on_commit_callbacks
+):
+    # Sent while the re-attempt is under way it still informs; once delivered it would mislead.
+    TrackingSettings.objects.create(organization=org, channels={"out_for_delivery": [], "failed": ["sms"]})
+    [first] = start(make_route(org, n=1), django_capture_on_commit_callbacks)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.stop_transition(stop=first, to=Stop.Status.FAILED, by=None, reason="Nobody home")
+    failed = Notification.objects.get(event="failed")
+    FakeSms.script = [SendError("connection refused", ambiguous=False)]
+    assert notify.notification_send(notification_id=failed.pk, now=at(11)) == N.PENDING
+    again = RouteFactory(organization=org, depot=first.route.depot, date=DAY)
+    second = StopFactory(route=again, sequence=1, order=first.order, planned_arrival=at(16))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.route_transition(route=again, to=Route.Status.PUBLISHED, by=None, at=at(13))
+        services.route_transition(route=again, to=Route.Status.IN_PROGRESS, by=None, at=at(14))
+    deliver(second)
+
+    assert notify.notification_send(notification_id=failed.pk, now=at(16, 30)) == N.SKIPPED
+    failed.refresh_from_db()
+    assert failed.last_error == "The order is delivered now; this message is out of date."
+    assert [call["reference"] for call in FakeSms.calls] == [failed.key]  # only the failed try
+
+
 # --- Arriving soon and delayed ---------------------------------------------------------------------
 
 
