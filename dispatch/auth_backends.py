@@ -5,19 +5,12 @@ import functools
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import ValidationError
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from dispatch.models import Driver, Membership, Organization
-from dispatch.sqlrows import from_rows, select_list
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _column(model, name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
+from dispatch.sqlrows import column, from_rows, select_list, table
 
 
 @functools.cache
@@ -25,28 +18,27 @@ def _member_sql(*, by_token: bool) -> str:
     """The user with his membership and its organisation (and, for a token, the token and his
     driver profile), by user pk or by token key."""
     User = get_user_model()
-    user_pk = _column(User, User._meta.pk.name)
+    user_pk = column(User, User._meta.pk.name)
     selects = [select_list(User, "u"), select_list(Membership, "m"), select_list(Organization, "o")]
     joins = (
-        f"LEFT JOIN {_table(Membership)} m ON m.{_column(Membership, 'user')} = u.{user_pk} "
-        f"LEFT JOIN {_table(Organization)} o ON o.{_column(Organization, 'id')} = "
-        f"m.{_column(Membership, 'organization')}"
+        f"LEFT JOIN {table(Membership)} m ON m.{column(Membership, 'user')} = u.{user_pk} "
+        f"LEFT JOIN {table(Organization)} o ON o.{column(Organization, 'id')} = "
+        f"m.{column(Membership, 'organization')}"
     )
     if not by_token:
-        return f"SELECT {', '.join(selects)} FROM {_table(User)} u {joins} WHERE u.{user_pk} = %s"
+        return f"SELECT {', '.join(selects)} FROM {table(User)} u {joins} WHERE u.{user_pk} = %s"
     selects += [select_list(Driver, "d"), select_list(Token, "t")]
     return (
-        f"SELECT {', '.join(selects)} FROM {_table(Token)} t "
-        f"INNER JOIN {_table(User)} u ON u.{user_pk} = t.{_column(Token, 'user')} {joins} "
-        f"LEFT JOIN {_table(Driver)} d ON d.{_column(Driver, 'user')} = u.{user_pk} "
-        f"WHERE t.{_column(Token, 'key')} = %s"
+        f"SELECT {', '.join(selects)} FROM {table(Token)} t "
+        f"INNER JOIN {table(User)} u ON u.{user_pk} = t.{column(Token, 'user')} {joins} "
+        f"LEFT JOIN {table(Driver)} d ON d.{column(Driver, 'user')} = u.{user_pk} "
+        f"WHERE t.{column(Token, 'key')} = %s"
     )
 
 
-def _member(row, user):
+def _attach_membership(user, membership, organization) -> None:
     """Attach the row's membership (and its organisation) to `user`, where membership_for reads
     it; a missing one is remembered as None, so neither asks again."""
-    membership, organization = row
     if membership is not None:
         membership.organization = organization
         membership.user = user  # also fills user.membership
@@ -65,7 +57,7 @@ def member_for_token(key: str):
     user, membership, organization, driver, token = from_rows(
         row, get_user_model(), Membership, Organization, Driver, Token
     )
-    _member((membership, organization), user)
+    _attach_membership(user, membership, organization)
     if driver is None:
         get_user_model()._meta.get_field("driver").set_cached_value(user, None)
     else:
@@ -85,7 +77,7 @@ class MemberBackend(ModelBackend):
         User = get_user_model()
         try:
             pk = User._meta.pk.to_python(user_id)
-        except Exception:  # a session naming no valid pk is a signed-out session, as Django's
+        except ValidationError:  # a session naming no valid pk is a signed-out session
             return None
         with connection.cursor() as cursor:
             cursor.execute(_member_sql(by_token=False), [pk])
@@ -95,5 +87,5 @@ class MemberBackend(ModelBackend):
         user, membership, organization = from_rows(row, User, Membership, Organization)
         if not self.user_can_authenticate(user):
             return None
-        _member((membership, organization), user)
+        _attach_membership(user, membership, organization)
         return user

@@ -14,6 +14,16 @@ from django.db import connection
 from django.db.models import Model
 
 
+def table(model: type[Model]) -> str:
+    """The model's table name, quoted for the connection's database."""
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def column(model: type[Model], name: str) -> str:
+    """The column of the model's field `name`, quoted for the connection's database."""
+    return connection.ops.quote_name(model._meta.get_field(name).column)
+
+
 def select_list(model: type[Model], alias: str) -> str:
     """`alias`."column", … for every concrete field of `model`, in the order from_row reads."""
     quote = connection.ops.quote_name

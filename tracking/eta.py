@@ -35,6 +35,7 @@ from django_q.tasks import async_task
 from dispatch.models import Route, Stop
 from dispatch.planner.matrix import EARTH_RADIUS_M, UNREACHABLE, travel_model
 from dispatch.services import stops_eta_set
+from dispatch.sqlrows import column, table
 from dispatch.timeutils import local_today
 from tracking.models import DriverPosition
 
@@ -120,12 +121,9 @@ def eta_recompute(
 def _claim_sql() -> str:
     # Plain SQL, built once per process: on the ingest path the ORM's update() took longer to
     # build and compile than the database took to run it.
-    quote = connection.ops.quote_name
-    driver, queued = (
-        quote(DriverPosition._meta.get_field(name).column) for name in ("driver", "eta_queued_at")
-    )
+    driver, queued = (column(DriverPosition, name) for name in ("driver", "eta_queued_at"))
     return (
-        f"UPDATE {quote(DriverPosition._meta.db_table)} SET {queued} = %s "
+        f"UPDATE {table(DriverPosition)} SET {queued} = %s "
         f"WHERE {driver} = %s AND ({queued} IS NULL OR {queued} <= %s)"
     )
 

@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_datetime
 
 from dispatch.models import Driver, Organization, Route, Stop
 from dispatch.services import IllegalTransition, route_transition, route_travelled_set, stop_transition
+from dispatch.sqlrows import column, table
 from dispatch.timeutils import local_day_bounds, local_today
 from pod import services as pod_services
 from tracking.geo import distance_m, path_length_m
@@ -200,12 +201,9 @@ def _pings_insert_sql(rows: int) -> str:
     # Plain SQL for the same reason as _batch_context_sql: for a one-fix request the ORM's
     # bulk_create took longer to build its INSERT than the database took to run it. A uuid
     # the driver sent already (a concurrent replay) stores nothing, as ignore_conflicts would.
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(LocationPing._meta.get_field(name).column) for name in _PING_FIELDS)
+    columns = ", ".join(column(LocationPing, name) for name in _PING_FIELDS)
     values = ", ".join(["(" + ", ".join(["%s"] * len(_PING_FIELDS)) + ")"] * rows)
-    return (
-        f"INSERT INTO {quote(LocationPing._meta.db_table)} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"
-    )
+    return f"INSERT INTO {table(LocationPing)} ({columns}) VALUES {values} ON CONFLICT DO NOTHING"
 
 
 def _pings_insert(*, driver: Driver, rows: list[dict], source: str, now: datetime) -> None:
@@ -254,18 +252,13 @@ def _batch_context_sql() -> str:
     compile its three queries than the database took to answer them. `{uuids}` stands for one
     placeholder per uuid. The rows of the first part are fixes, those of the second routes
     (the columns the other part has are NULL)."""
-    quote = connection.ops.quote_name
-
-    def col(model, name: str) -> str:
-        return quote(model._meta.get_field(name).column)
-
-    ping, route, org = (quote(m._meta.db_table) for m in (LocationPing, Route, Organization))
+    ping, route, org = (table(m) for m in (LocationPing, Route, Organization))
     p = {
-        name: col(LocationPing, name)
+        name: column(LocationPing, name)
         for name in ("id", "driver", "uuid", "lat", "lng", "recorded_at", "flags")
     }
     r = {
-        name: col(Route, name)
+        name: column(Route, name)
         for name in ("id", "organization", "driver", "status", "date", "started_at", "travelled_distance_m")
     }
     newest_good = (
@@ -284,8 +277,8 @@ def _batch_context_sql() -> str:
         "UNION ALL "
         "SELECT NULL, NULL, NULL, NULL, NULL, "
         f"r.{r['id']}, r.{r['date']}, r.{r['started_at']}, r.{r['travelled_distance_m']}, "
-        f"o.{col(Organization, 'timezone')}, ({newest_good}) "
-        f"FROM {route} r INNER JOIN {org} o ON o.{col(Organization, 'id')} = r.{r['organization']} "
+        f"o.{column(Organization, 'timezone')}, ({newest_good}) "
+        f"FROM {route} r INNER JOIN {org} o ON o.{column(Organization, 'id')} = r.{r['organization']} "
         f"WHERE r.{r['driver']} = %s AND r.{r['status']} = %s AND r.{r['date']} BETWEEN %s AND %s"
     )
 
@@ -421,13 +414,10 @@ _POSITION_FIELDS = (
 def _position_update_sql() -> str:
     # Plain SQL for the same reason as _batch_context_sql: the ORM's update() of eight fields
     # cost twice what the statement does.
-    quote = connection.ops.quote_name
-    columns = {
-        name: quote(DriverPosition._meta.get_field(name).column) for name in (*_POSITION_FIELDS, "driver")
-    }
+    columns = {name: column(DriverPosition, name) for name in (*_POSITION_FIELDS, "driver")}
     assignments = ", ".join(f"{columns[name]} = %s" for name in _POSITION_FIELDS)
     return (
-        f"UPDATE {quote(DriverPosition._meta.db_table)} SET {assignments} "
+        f"UPDATE {table(DriverPosition)} SET {assignments} "
         f"WHERE {columns['driver']} = %s AND {columns['recorded_at']} < %s"
     )
 

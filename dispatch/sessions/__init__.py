@@ -9,19 +9,14 @@ from django.contrib.sessions.models import Session
 from django.db import connection
 from django.utils import timezone
 
-from dispatch.sqlrows import from_rows, select_list
+from dispatch.sqlrows import column, from_rows, select_list, table
 
 
 @functools.cache
 def _session_sql() -> str:
-    quote = connection.ops.quote_name
-
-    def col(name: str) -> str:
-        return quote(Session._meta.get_field(name).column)
-
     return (
-        f"SELECT {select_list(Session, 's')} FROM {quote(Session._meta.db_table)} s "
-        f"WHERE s.{col('session_key')} = %s AND s.{col('expire_date')} > %s"
+        f"SELECT {select_list(Session, 's')} FROM {table(Session)} s "
+        f"WHERE s.{column(Session, 'session_key')} = %s AND s.{column(Session, 'expire_date')} > %s"
     )
 
 
