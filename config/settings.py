@@ -118,7 +118,7 @@ REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.RedisCache",  # Django's, reusing its client (config/cache.py)
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="doorstep"),
         }
@@ -138,6 +138,15 @@ AUTHENTICATION_BACKENDS = [
     # Django's ModelBackend, also loading the membership with the user (one query a request).
     "dispatch.auth_backends.MemberBackend",
 ]
+# How long the signed-in user's row (with membership and organisation) is kept in the cache, so
+# a poll can skip reading it. Saving or deleting a user, membership or organisation drops the
+# copy at once; only a write past the models (raw SQL, QuerySet.update) waits this long. Only
+# with a shared cache: a per-process memory cache would keep other processes' copies.
+SIGNED_IN_USER_CACHE_SECONDS = env.int("SIGNED_IN_USER_CACHE_SECONDS", default=60 if REDIS_URL else 0)
+if SIGNED_IN_USER_CACHE_SECONDS and not REDIS_URL:
+    raise ImproperlyConfigured(
+        "SIGNED_IN_USER_CACHE_SECONDS needs a cache every process shares: set REDIS_URL, or set it to 0."
+    )
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

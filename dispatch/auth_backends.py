@@ -1,12 +1,21 @@
 """The sign-in backend of the portal and the driver app's session, and the one-query user read
-that the API's token authentication shares."""
+that the API's token authentication shares.
+
+With a shared cache (Redis) the session's user row is also kept there for
+SIGNED_IN_USER_CACHE_SECONDS, so a signed-in poll need not touch the database. Every save or
+delete of a user, a membership or an organisation drops the copies it concerns, in every process
+at once, and again when its transaction commits; only a write that bypasses the models' signals
+(raw SQL, QuerySet.update) waits out the copy's lifetime. Signing out deletes the session itself.
+"""
 
 import functools
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.authtoken.models import Token
 
 from dispatch.models import Driver, Membership, Organization
@@ -66,6 +75,50 @@ def member_for_token(key: str):
     return user, token
 
 
+def _user_cache_key(pk) -> str:
+    return f"signed-in-user:{pk}"
+
+
+def _member_row(pk) -> tuple | None:
+    """The row of _member_sql(by_token=False) for user `pk`, from the cache when it is on."""
+    seconds = settings.SIGNED_IN_USER_CACHE_SECONDS
+    if seconds:
+        row = cache.get(_user_cache_key(pk))
+        if row is not None:
+            return row
+    with connection.cursor() as cursor:
+        cursor.execute(_member_sql(by_token=False), [pk])
+        row = cursor.fetchone()
+    if row is not None and seconds:
+        row = tuple(row)
+        cache.set(_user_cache_key(pk), row, seconds)
+    return row
+
+
+def forget_signed_in_users(user_pks) -> None:
+    """Drop the cached rows of these users now, and again once the current transaction commits:
+    a request reading the database in between still saw the old row and may have cached it."""
+    if not settings.SIGNED_IN_USER_CACHE_SECONDS:
+        return
+    keys = [_user_cache_key(pk) for pk in user_pks]
+    if keys:
+        cache.delete_many(keys)
+        transaction.on_commit(lambda: cache.delete_many(keys))
+
+
+def forget_on_change(sender, instance, **kwargs) -> None:
+    """post_save / post_delete of User, Membership or Organization (connected in dispatch.apps)."""
+    if not settings.SIGNED_IN_USER_CACHE_SECONDS:
+        return
+    if isinstance(instance, Organization):
+        pks = list(Membership.objects.filter(organization=instance).values_list("user_id", flat=True))
+    elif isinstance(instance, Membership):
+        pks = [instance.user_id]
+    else:
+        pks = [instance.pk]
+    forget_signed_in_users(pks)
+
+
 class MemberBackend(ModelBackend):
     """Django's username and password sign-in, whose per-request user read also loads the
     membership and its organisation: every portal request needs them (the organisation's zone,
@@ -79,9 +132,7 @@ class MemberBackend(ModelBackend):
             pk = User._meta.pk.to_python(user_id)
         except ValidationError:  # a session naming no valid pk is a signed-out session
             return None
-        with connection.cursor() as cursor:
-            cursor.execute(_member_sql(by_token=False), [pk])
-            row = cursor.fetchone()
+        row = _member_row(pk)
         if row is None:
             return None
         user, membership, organization = from_rows(row, User, Membership, Organization)

@@ -598,6 +598,9 @@ class StopEvent(models.Model):
         ordering = ["at", "pk"]
         indexes = [
             models.Index(fields=["organization", "at"]),
+            # The dashboard fingerprint's summary of today's events: without it every poll read
+            # the organisation's whole history (46 ms a poll with 200 days of it, 0.35 ms with).
+            models.Index(fields=["organization", "recorded_at"], name="stopevent_org_recorded"),
             models.Index(fields=["notified_at"], name="stopevent_unnotified"),
         ]
 

@@ -17,6 +17,7 @@ from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from dispatch import signals
+from dispatch.auth_backends import forget_signed_in_users
 from dispatch.models import (
     ApiKey,
     Contact,
@@ -192,6 +193,7 @@ def membership_daily_summary_set(*, membership: Membership, enabled: bool) -> Me
             "ask an admin to add one, then turn it on."
         )
     Membership.objects.filter(pk=membership.pk).update(daily_summary=enabled)
+    forget_signed_in_users([membership.user_id])  # an update() sends no post_save
     membership.daily_summary = enabled
     return membership
 

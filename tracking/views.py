@@ -48,13 +48,16 @@ def _render_dashboard(
     today = local_today(organization.tzinfo, now)
     if fingerprint is None:
         fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
-    # Read only if the template renders them: the order counts and the routes are in {% cache %}
-    # fragments keyed by the fingerprint (see dashboard.html), shared by every dispatcher of
-    # the organisation and every process, so a poll whose fingerprint was rendered before runs
-    # none of their queries. The alerts carry a CSRF token and are rendered every time.
+    # Read only if the template renders them. A poll's whole #live is one {% cache %} fragment
+    # keyed by the fingerprint (see dashboard.html), shared by every dispatcher of the
+    # organisation and every process, so a poll whose fingerprint was rendered before runs none
+    # of these queries; on a miss, the stats and the routes may still come from their own
+    # fragments. The full page's alerts carry CSRF tokens, and a decision's error is for the one
+    # who made it: those are rendered every time.
+    cache_live = partial and decide_error is None
     counts = SimpleLazyObject(lambda: order_status_counts(user=request.user, day=today))
     live = SimpleLazyObject(lambda: dashboard_live(organization=organization, day=today, now=now))
-    alerts = dashboard_alerts(organization=organization)
+    alerts = SimpleLazyObject(lambda: dashboard_alerts(organization=organization))
     template = "tracking/dashboard.html" + ("#live" if partial else "")
     return render(
         request,
@@ -68,8 +71,9 @@ def _render_dashboard(
             "total": SimpleLazyObject(lambda: sum(counts.values())),
             "status_choices": Order.Status.choices,
             "live": live,
-            "alerts": alerts["unseen"],
-            "alerts_seen_count": alerts["seen_count"],
+            "alerts": alerts,
+            "cache_live": cache_live,
+            "forms_carry_csrf": not cache_live,
             # Why accepting or declining a customer's request failed (tracking.customer_views).
             "decide_error": decide_error,
         },

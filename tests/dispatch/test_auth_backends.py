@@ -147,3 +147,90 @@ def test_a_session_signed_in_before_the_upgrade_stays_signed_in(client, dispatch
     migration = importlib.import_module("dispatch.migrations.0011_sessions_member_backend")
     migration.sessions_to_member_backend(apps, None)
     assert client.get("/").status_code == 200
+
+
+# --- The signed-in user cache (SIGNED_IN_USER_CACHE_SECONDS, with Redis) -----------------------
+# The suite's cache is the one the run is configured with (local memory, or Redis with
+# REDIS_URL); in one process both behave alike for these tests.
+
+
+@pytest.fixture
+def user_cache(settings):
+    settings.SIGNED_IN_USER_CACHE_SECONDS = 60
+
+
+def _user_queries(captured) -> list[str]:
+    user_table = get_user_model()._meta.db_table
+    return [q["sql"] for q in captured.captured_queries if f'FROM "{user_table}"' in q["sql"]]
+
+
+def test_a_cached_user_is_not_read_again(user_cache, dispatcher_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assert dispatcher_client.get("/orders/").status_code == 200
+    with CaptureQueriesContext(connection) as captured:
+        assert dispatcher_client.get("/orders/").status_code == 200
+    assert _user_queries(captured) == []
+
+
+def test_a_deactivated_user_is_signed_out_at_the_next_request(user_cache, dispatcher_client, dispatcher):
+    assert dispatcher_client.get("/orders/").status_code == 200  # cached now
+    dispatcher.is_active = False
+    dispatcher.save()
+    assert dispatcher_client.get("/orders/").status_code == 302
+
+
+def test_a_changed_password_signs_the_other_sessions_out(user_cache, dispatcher_client, dispatcher):
+    assert dispatcher_client.get("/orders/").status_code == 200
+    user = get_user_model().objects.get(pk=dispatcher.pk)
+    user.set_password("another-horse-battery-staple")
+    user.save()
+    assert dispatcher_client.get("/orders/").status_code == 302
+
+
+def test_a_changed_role_counts_at_the_next_request(user_cache, dispatcher_client, dispatcher):
+    assert dispatcher_client.get("/").status_code == 200
+    membership = Membership.objects.get(user=dispatcher)
+    membership.role = Membership.Role.DRIVER
+    membership.save()
+    response = dispatcher_client.get("/")
+    assert response.status_code == 302 and response["Location"] == resolve_url("tracking:driver_home")
+
+
+def test_a_removed_membership_counts_at_the_next_request(user_cache, dispatcher_client, dispatcher):
+    assert dispatcher_client.get("/orders/").status_code == 200
+    Membership.objects.get(user=dispatcher).delete()
+    assert dispatcher_client.get("/orders/").status_code == 403
+
+
+def test_a_changed_organisation_counts_at_the_next_request(user_cache, dispatcher, org):
+    org.timezone = "Europe/Lisbon" if org.timezone != "Europe/Lisbon" else "Europe/Berlin"
+    before = membership_for(MemberBackend().get_user(dispatcher.pk)).organization.timezone
+    org.save()
+    after = membership_for(MemberBackend().get_user(dispatcher.pk)).organization.timezone
+    assert before != org.timezone and after == org.timezone
+
+
+def test_the_daily_summary_switch_shows_at_once_despite_its_update(user_cache, dispatcher):
+    from dispatch.services import membership_daily_summary_set
+
+    membership = membership_for(MemberBackend().get_user(dispatcher.pk))
+    assert not membership.daily_summary
+    membership_daily_summary_set(membership=membership, enabled=True)
+    assert membership_for(MemberBackend().get_user(dispatcher.pk)).daily_summary
+
+
+def test_the_user_cache_is_refused_without_a_shared_cache():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SIGNED_IN_USER_CACHE_SECONDS": "60", "REDIS_URL": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; from django.conf import settings; settings.INSTALLED_APPS"],
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "SIGNED_IN_USER_CACHE_SECONDS needs a cache" in result.stderr

@@ -2,11 +2,14 @@
 acknowledged on the live dashboard."""
 
 import datetime as dt
+import json
+import re
 import uuid
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from dispatch import services
@@ -232,6 +235,25 @@ def test_the_dashboard_lists_open_alerts_and_acknowledging_takes_it_off(dispatch
 def test_acknowledging_without_htmx_goes_back_to_the_dashboard(dispatcher_client, an_alert):
     response = dispatcher_client.post(f"/alerts/{an_alert.pk}/acknowledge/")
     assert response.status_code == 302 and response["Location"] == "/"
+
+
+def test_a_polled_alert_is_acknowledged_with_the_pages_csrf_header(dispatcher, an_alert):
+    """The poll's alerts are in the fragment every dispatcher shares, so their forms carry no
+    token of anyone's: htmx sends the page's own, from <body hx-headers>."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(dispatcher)
+    page = client.get("/").content.decode()
+    assert 'name="csrfmiddlewaretoken"' in page  # the full page's forms work without JavaScript
+    header_token = json.loads(re.search(r"hx-headers='([^']+)'", page).group(1))["X-CSRFToken"]
+    poll = client.get("/", headers=HTMX).content.decode()
+    assert f'id="alert-{an_alert.pk}"' in poll and "csrfmiddlewaretoken" not in poll
+
+    url = f"/alerts/{an_alert.pk}/acknowledge/"
+    assert client.post(url, headers=HTMX).status_code == 403
+    assert Alert.objects.get(pk=an_alert.pk).acknowledged_at is None
+    response = client.post(url, headers={**HTMX, "X-CSRFToken": header_token})
+    assert response.status_code == 200 and f'id="alert-{an_alert.pk}"' not in response.content.decode()
+    assert Alert.objects.get(pk=an_alert.pk).acknowledged_at is not None
 
 
 def test_a_new_alert_changes_the_dashboard_etag(dispatcher_client, route):

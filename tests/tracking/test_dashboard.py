@@ -31,6 +31,8 @@ NOW = dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.UTC)
 HTMX = {"HX-Request": "true"}
 # With REDIS_URL sessions are read from the cache (cached_db): one query fewer per request.
 SESSION_QUERIES = 0 if settings.SESSION_ENGINE.endswith("cached_db") else 1
+# And the signed-in user's row too, once read (SIGNED_IN_USER_CACHE_SECONDS, on with Redis).
+USER_QUERIES = 0 if settings.SIGNED_IN_USER_CACHE_SECONDS else 1
 
 
 @pytest.fixture(autouse=True)
@@ -250,9 +252,9 @@ def test_an_unchanged_fingerprint_is_rendered_once_for_every_dispatcher(
     client.force_login(org_admin)
     with CaptureQueriesContext(connection) as queries:
         second = client.get("/", headers=HTMX).content.decode()
-    # the user with his membership, the fingerprint and the 2 alert queries (and the session
-    # unless in Redis): the counts, routes and positions come from the cached rendering.
-    assert len(queries) == 4 + SESSION_QUERIES
+    # the user with his membership and the fingerprint (and the session unless in Redis): the
+    # counts, routes, positions and alerts come from the cached rendering.
+    assert len(queries) == 2 + SESSION_QUERIES
     assert live_data(second) == live_data(first)
     assert second.count('class="dash-route"') == first.count('class="dash-route"') == 10
 
@@ -275,10 +277,11 @@ def test_304_and_map_json_query_counts_do_not_grow_with_drivers(dispatcher_clien
 
     _fleet(org, depot, 10)
     small = counts()
-    # 304: the user with his membership, the ETag's one query. map.json: the user with his
-    # membership, routes, their stops counted by route, depots (its ETag), then the stops.
-    # And the session each time, unless it is in Redis.
-    assert small == (2 + SESSION_QUERIES, 5 + SESSION_QUERIES, 4 + SESSION_QUERIES)
+    # 304: the ETag's one query. map.json: routes, their stops counted by route, depots (its
+    # ETag), then the stops. And each time the session and the user with his membership, unless
+    # they are in Redis.
+    signed_in = SESSION_QUERIES + USER_QUERIES
+    assert small == (1 + signed_in, 4 + signed_in, 3 + signed_in)
     _fleet(org, depot, 40)
     assert counts() == small
 
