@@ -80,3 +80,26 @@ def test_the_portal_is_usable_on_a_phone(live_server, browser, dispatcher):
     nav.get_by_role("link", name="Contacts").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Address book")
     context.close()
+
+
+def test_an_alert_that_arrives_by_poll_is_acknowledged_in_place(
+    live_server, page: Page, dispatcher, org, csp_violations
+):
+    """The polled #live is a fragment shared by the organisation's dispatchers, so its forms carry
+    no CSRF token of their own: the click must go out with the page's (htmx's hx-headers)."""
+    from tracking.alerts import alert_raise
+    from tracking.models import Alert
+
+    log_in(page, live_server.url, "disp", "correct-horse-battery")
+    expect(page.locator("#dash-alerts-none")).to_be_visible()
+    alert = alert_raise(
+        organization_id=org.pk, kind=Alert.Kind.IDLE, key="e2e-idle", message="Van 3 has not moved for 25 min"
+    )
+    item = page.locator(f"#alert-{alert.pk}")
+    expect(item).to_contain_text("Van 3 has not moved", timeout=15_000)  # the next 5 s poll
+    item.get_by_role("button", name="Acknowledge").click()
+    expect(item).to_have_count(0)
+    expect(page.locator("#live")).to_contain_text("1 acknowledged alert still going on")
+    alert.refresh_from_db()
+    assert alert.acknowledged_by_id == dispatcher.pk and alert.resolved_at is None
+    assert csp_violations == []
