@@ -6,9 +6,11 @@ SIGNED_IN_USER_CACHE_SECONDS, so a signed-in poll need not touch the database. E
 delete of a user, a membership or an organisation drops the copies it concerns, in every process
 at once, and again when its transaction commits; only a write that bypasses the models' signals
 (raw SQL, QuerySet.update) waits out the copy's lifetime. Signing out deletes the session itself.
+While Redis is unreachable the row is read from the database, as Django's cached sessions do.
 """
 
 import functools
+import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,6 +22,8 @@ from rest_framework.authtoken.models import Token
 
 from dispatch.models import Driver, Membership, Organization
 from dispatch.sqlrows import column, from_rows, select_list, table
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -83,7 +87,11 @@ def _member_row(pk) -> tuple | None:
     """The row of _member_sql(by_token=False) for user `pk`, from the cache when it is on."""
     seconds = settings.SIGNED_IN_USER_CACHE_SECONDS
     if seconds:
-        row = cache.get(_user_cache_key(pk))
+        try:
+            row = cache.get(_user_cache_key(pk))
+        except Exception:  # Redis down or unreachable: the database still answers
+            logger.warning("signed-in user cache unreachable; reading user %s from the database", pk)
+            seconds, row = 0, None
         if row is not None:
             return row
     with connection.cursor() as cursor:
@@ -91,7 +99,10 @@ def _member_row(pk) -> tuple | None:
         row = cursor.fetchone()
     if row is not None and seconds:
         row = tuple(row)
-        cache.set(_user_cache_key(pk), row, seconds)
+        try:
+            cache.set(_user_cache_key(pk), row, seconds)
+        except Exception:
+            logger.warning("signed-in user cache unreachable; user %s not cached", pk)
     return row
 
 
@@ -102,8 +113,17 @@ def forget_signed_in_users(user_pks) -> None:
         return
     keys = [_user_cache_key(pk) for pk in user_pks]
     if keys:
+        _delete(keys)
+        transaction.on_commit(lambda: _delete(keys))
+
+
+def _delete(keys: list[str]) -> None:
+    try:
         cache.delete_many(keys)
-        transaction.on_commit(lambda: cache.delete_many(keys))
+    except Exception:
+        # Nobody reads the copies while Redis is unreachable; should it come back with its data,
+        # they live out SIGNED_IN_USER_CACHE_SECONDS.
+        logger.error("signed-in user cache unreachable; could not drop %s", ", ".join(keys))
 
 
 def forget_on_change(sender, instance, **kwargs) -> None:

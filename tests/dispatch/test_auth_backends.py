@@ -234,3 +234,15 @@ def test_the_user_cache_is_refused_without_a_shared_cache():
         text=True,
     )
     assert result.returncode != 0 and "SIGNED_IN_USER_CACHE_SECONDS needs a cache" in result.stderr
+
+
+def test_an_unreachable_cache_falls_back_to_the_database(user_cache, settings, dispatcher, caplog):
+    pytest.importorskip("redis")
+    # Nothing listens on port 1: every cache call fails, as when Redis is down.
+    settings.CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
+    user = MemberBackend().get_user(dispatcher.pk)
+    assert user == dispatcher and membership_for(user).role == Membership.Role.DISPATCHER
+    dispatcher.is_active = False
+    dispatcher.save()  # the copy cannot be dropped: logged, and the save goes through
+    assert MemberBackend().get_user(dispatcher.pk) is None
+    assert "signed-in user cache unreachable" in caplog.text
