@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ingest-drivers", type=int, default=1000)
     parser.add_argument("--dashboard-drivers", type=int, default=200)
     parser.add_argument("--dashboard-stops", type=int, default=2000)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=90,
+        help="days of stop events before today in the dashboard organisation (a carrier in service)",
+    )
     parser.add_argument("--small-drivers", type=int, default=10)
     parser.add_argument("--small-stops", type=int, default=100)
     parser.add_argument(
@@ -89,7 +95,9 @@ def build(args) -> dict:
         _open_stops(ingest, routes, args.ingest_stops, now, random.Random(7))
     tokens = Token.objects.bulk_create([Token(key=Token.generate_key(), user=d.user) for d in drivers])
 
-    dash = _dashboard_org("dashboard", args.dashboard_drivers, args.dashboard_stops, password, now, rng)
+    dash = _dashboard_org(
+        "dashboard", args.dashboard_drivers, args.dashboard_stops, password, now, rng, args.history_days
+    )
     small = _dashboard_org("small", args.small_drivers, args.small_stops, password, now, rng)
 
     User = get_user_model()
@@ -186,9 +194,12 @@ def _open_stops(org, routes: list, n: int, now: datetime, rng) -> None:
     Stop.objects.bulk_create(stops)
 
 
-def _dashboard_org(prefix: str, n_drivers: int, n_stops: int, password: str, now: datetime, rng) -> dict:
+def _dashboard_org(
+    prefix: str, n_drivers: int, n_stops: int, password: str, now: datetime, rng, history_days: int = 0
+) -> dict:
     """An organisation's day in progress: what a dispatcher's dashboard shows at `now`."""
     from django.contrib.auth import get_user_model
+    from django.db.models import F
 
     from dispatch.models import Depot, Membership, Order, Organization, Route, Stop, StopEvent, Vehicle
     from dispatch.timeutils import local_today
@@ -272,8 +283,9 @@ def _dashboard_org(prefix: str, n_drivers: int, n_stops: int, password: str, now
     for stop, order in zip(stops, orders, strict=True):
         stop.order = order
     stops = Stop.objects.bulk_create(stops)
-    StopEvent.objects.bulk_create(
-        [
+
+    def events(days_ago: int) -> list:
+        return [
             StopEvent(
                 organization=org,
                 order=stop.order,
@@ -281,12 +293,20 @@ def _dashboard_org(prefix: str, n_drivers: int, n_stops: int, password: str, now
                 kind=StopEvent.Kind.FAILED if stop.status == Stop.Status.FAILED else StopEvent.Kind.DELIVERED,
                 from_status=Stop.Status.ARRIVED,
                 to_status=stop.status,
-                at=stop.arrived_at,
+                at=stop.arrived_at - timedelta(days=days_ago),
             )
             for stop in stops
             if stop.arrived_at
         ]
-    )
+
+    StopEvent.objects.bulk_create(events(0))
+    # The days before today, as a carrier's database holds them after a few months: the
+    # dashboard reads today's events only and must not pay for the rest. (They hang on today's
+    # orders: only their count and times matter here.) recorded_at is auto_now_add, so it is set
+    # to each event's own time afterwards.
+    for days_ago in range(1, history_days + 1):
+        StopEvent.objects.bulk_create(events(days_ago), batch_size=2000)
+    StopEvent.objects.filter(organization=org, at__lt=local(0)).update(recorded_at=F("at"))
     # Fixes from the last few minutes; about a third older than STALE_AFTER, drawn greyed out.
     positions = []
     for driver in drivers:
@@ -311,6 +331,7 @@ def _dashboard_org(prefix: str, n_drivers: int, n_stops: int, password: str, now
         "stops": len(stops),
         "done": sum(1 for s in stops if s.arrived_at),
         "positions": len(positions),
+        "history_events": StopEvent.objects.filter(organization=org, at__lt=local(0)).count(),
         "today": today.isoformat(),
     }
 

@@ -440,6 +440,8 @@ class Bench:
         ratio_full, ratio_cached = full["rps"] / self.bare_rps, cached["rps"] / self.bare_rps
         ratio_floor = floor["rps"] / self.bare_rps
         what = f"{shape['drivers']} drivers, {shape['stops']:,} stops"
+        if shape.get("history_events"):
+            what += f", {shape['history_events']:,} earlier events"
         return [
             self.row(
                 "(d) signed-in floor: a dispatcher's request that does nothing",
