@@ -17,7 +17,6 @@ from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from dispatch import signals
-from dispatch.auth_backends import forget_signed_in_users
 from dispatch.models import (
     ApiKey,
     Contact,
@@ -192,9 +191,9 @@ def membership_daily_summary_set(*, membership: Membership, enabled: bool) -> Me
             "Your account has no e-mail address, so there is nowhere to send the summary: "
             "ask an admin to add one, then turn it on."
         )
-    Membership.objects.filter(pk=membership.pk).update(daily_summary=enabled)
-    forget_signed_in_users([membership.user_id])  # an update() sends no post_save
     membership.daily_summary = enabled
+    # save(), not update(): its post_save also drops the signed-in user cache's copy.
+    membership.save(update_fields=["daily_summary"])
     return membership
 
 

@@ -73,7 +73,6 @@ def _render_dashboard(
             "live": live,
             "alerts": alerts,
             "cache_live": cache_live,
-            "forms_carry_csrf": not cache_live,
             # Why accepting or declining a customer's request failed (tracking.customer_views).
             "decide_error": decide_error,
         },

@@ -212,7 +212,7 @@ def test_a_changed_organisation_counts_at_the_next_request(user_cache, dispatche
     assert before != org.timezone and after == org.timezone
 
 
-def test_the_daily_summary_switch_shows_at_once_despite_its_update(user_cache, dispatcher):
+def test_the_daily_summary_switch_shows_at_once(user_cache, dispatcher):
     from dispatch.services import membership_daily_summary_set
 
     membership = membership_for(MemberBackend().get_user(dispatcher.pk))
