@@ -165,6 +165,24 @@
     } catch (e) { return file; } // a format this browser cannot draw: the server decides
   }
 
+  // ZXing (360 KB) is fetched beside the page, not before it: as a deferred script it held
+  // back this one, and every button with it, until it had arrived over the phone's network.
+  // A scan waits for it; if it cannot be had, the driver types the code.
+  var zxingLoaded = null;
+  function loadZxing() {
+    var list = document.querySelector("[data-barcode-reader]");
+    if (!zxingLoaded && list) {
+      zxingLoaded = new Promise(function (resolve) {
+        var script = document.createElement("script");
+        script.src = list.dataset.barcodeReader;
+        script.onload = resolve;
+        script.onerror = function () { zxingLoaded = null; script.remove(); resolve(); }; // next scan tries again
+        document.head.appendChild(script);
+      });
+    }
+    return zxingLoaded || Promise.resolve();
+  }
+
   // The browser's own BarcodeDetector (Chrome on Android), else ZXing from npm (iOS Safari,
   // Firefox), else nothing: the driver types the code.
   async function readBarcode(file) {
@@ -173,6 +191,7 @@
         var found = await new window.BarcodeDetector().detect(await createImageBitmap(file));
         if (found.length) return found[0].rawValue;
       }
+      await loadZxing();
       if (window.ZXing) {
         var url = URL.createObjectURL(file);
         try { return (await new window.ZXing.BrowserMultiFormatReader().decodeFromImageUrl(url)).getText(); }
@@ -438,6 +457,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    loadZxing(); // now, while online: a scan may come when the network is gone
     replayQueued();
     render();
     flush();

@@ -116,6 +116,57 @@ def test_a_parcel_barcode_is_read_from_a_picture_and_must_be_the_orders(
     context.close()
 
 
+@pytest.fixture
+def held_barcode_reader(monkeypatch):
+    """The live server holds back ZXing's script until the test lets it go (a slow network)."""
+    import threading
+
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+
+    release = threading.Event()
+    serve = StaticFilesHandler.serve
+
+    def held(self, request):
+        if "zxing" in request.path:
+            release.wait(timeout=60)
+        return serve(self, request)
+
+    monkeypatch.setattr(StaticFilesHandler, "serve", held)
+    yield release
+    release.set()  # never leave a server thread waiting, whatever the test did
+
+
+def test_the_stop_works_while_the_barcode_reader_is_still_on_its_way(
+    browser, live_server, published, org, held_barcode_reader  # noqa: F811 - the fixture
+):
+    import segno
+
+    from dispatch.models import Order
+
+    ProofPolicy.objects.create(organization=org, require_barcode=True)
+    first = published.stops.order_by("sequence").first()
+    Order.objects.filter(pk=first.order_id).update(parcel_codes=["PKG-0001"])
+    label = io.BytesIO()
+    segno.make("PKG-0001", error="m").save(label, kind="png", scale=8, border=4)
+    context, page = phone(browser, live_server, published)
+    card = page.locator(f"#stop-{first.pk}")
+
+    # The reader has not arrived, and the buttons already answer.
+    card.get_by_role("button", name="Delivered…").click()
+    form = card.locator("form[data-proof-form]")
+    expect(form).to_be_visible()
+    form.locator("input[data-scan]").set_input_files(
+        {"name": "label.png", "mimeType": "image/png", "buffer": label.getvalue()}
+    )
+    # The picture waits for the reader, and is read once it is there.
+    held_barcode_reader.set()
+    expect(form.get_by_label("Parcel barcode (needed)")).to_have_value("PKG-0001")
+    form.get_by_role("button", name="Complete delivery").click()
+    expect(page.locator("#sync-status")).to_contain_text("everything sent")
+    assert ProofOfDelivery.objects.get(stop=first).scanned_code == "PKG-0001"
+    context.close()
+
+
 def test_the_receipt_prints_on_one_a4_page(browser, live_server, published, dispatcher):  # noqa: F811
     import re
     import uuid
