@@ -1,13 +1,16 @@
 import hashlib
 
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.utils.cache import get_conditional_response, patch_cache_control
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers
 from django.utils.functional import SimpleLazyObject
 from django.utils.http import quote_etag
+from django.utils.regex_helper import _lazy_re_compile
+from django.utils.text import compress_string
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
@@ -48,12 +51,10 @@ def _render_dashboard(
     today = local_today(organization.tzinfo, now)
     if fingerprint is None:
         fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
-    # Read only if the template renders them. A poll's whole #live is one {% cache %} fragment
-    # keyed by the fingerprint (see dashboard.html), shared by every dispatcher of the
-    # organisation and every process, so a poll whose fingerprint was rendered before runs none
-    # of these queries; on a miss, the stats and the routes may still come from their own
-    # fragments. The full page's alerts carry CSRF tokens, and a decision's error is for the one
-    # who made it: those are rendered every time.
+    # Read only if the template renders them: the stats and the routes may come from their own
+    # fragments, keyed by the fingerprint (see dashboard.html). A partial with no decision's
+    # error (that is for the one who made it) is the same for every dispatcher of the
+    # organisation: its forms carry no CSRF token, so a poll can share it (_live_poll).
     cache_live = partial and decide_error is None
     counts = SimpleLazyObject(lambda: order_status_counts(user=request.user, day=today))
     live = SimpleLazyObject(lambda: dashboard_live(organization=organization, day=today, now=now))
@@ -93,22 +94,44 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     membership = _portal_membership(request)
     organization = membership.organization
     now = timezone.now()
-    etag = fingerprint = None
-    if request.htmx:
-        # Only the partial: the full page carries a CSRF token that must not come from a cache.
-        today = local_today(organization.tzinfo, now)
-        fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
-        etag = quote_etag(hashlib.sha256(fingerprint.encode()).hexdigest()[:32])
-        not_modified = get_conditional_response(request, etag=etag)
-        if not_modified is not None:
-            patch_cache_control(not_modified, private=True, no_cache=True)
-            return not_modified
-    response = _render_dashboard(
-        request, organization, now=now, partial=bool(request.htmx), fingerprint=fingerprint
-    )
-    if etag:
+    if not request.htmx:
+        # The full page carries a CSRF token: it never comes from a cache.
+        return _render_dashboard(request, organization, now=now, partial=False)
+    today = local_today(organization.tzinfo, now)
+    fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
+    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
+    # Weak: the same partial goes out plain and gzipped, and a strong ETag names one encoding.
+    etag = f'W/"{digest}"'
+    response = get_conditional_response(request, etag=etag)
+    if response is None:
+        response = _live_poll(request, organization, now=now, fingerprint=fingerprint, digest=digest)
         response.headers["ETag"] = etag
-        patch_cache_control(response, private=True, no_cache=True)
+    patch_vary_headers(response, ["Accept-Encoding"])  # a 304 varies as its 200 does
+    patch_cache_control(response, private=True, no_cache=True)
+    return response
+
+
+ACCEPTS_GZIP = _lazy_re_compile(r"\bgzip\b")
+
+
+def _live_poll(request: HttpRequest, organization, *, now, fingerprint: str, digest: str) -> HttpResponse:
+    """The #live partial of a poll, rendered once per fingerprint and kept in the cache, plain
+    and gzipped, for every dispatcher of the organisation and every process: a repeated poll
+    is one cache read, and a browser gets ~19 KiB instead of ~230 KiB with 200 routes. Nothing
+    secret is in it (no CSRF token), so compressing it gives BREACH nothing to find."""
+    encoding = "gzip" if ACCEPTS_GZIP.search(request.headers.get("Accept-Encoding", "")) else "identity"
+    key = f"dash-poll:{digest}:"
+    body = cache.get(key + encoding)
+    if body is None:
+        rendered = _render_dashboard(request, organization, now=now, partial=True, fingerprint=fingerprint)
+        plain = rendered.content
+        packed = compress_string(plain)
+        # The fingerprint holds the minute: after it, nobody asks for these again.
+        cache.set_many({key + "identity": plain, key + "gzip": packed}, 60)
+        body = packed if encoding == "gzip" else plain
+    response = HttpResponse(body)
+    if encoding == "gzip":
+        response.headers["Content-Encoding"] = "gzip"
     return response
 
 

@@ -456,7 +456,7 @@ class Bench:
             self.row(
                 f"(d) dashboard partial, {what}",
                 f"{full['rps']:,.0f} req/s = {ratio_full:.3f} × bare, p95 {full['p95_ms']:.0f} ms "
-                f"({full['s2xx']} × 200, {q[str(shape['drivers'])]['bytes'] // 1024} KiB each)",
+                f"({full['s2xx']} × 200, {_sizes(q[str(shape['drivers'])])} each)",
                 "≥ 0.3 × bare",
                 "met" if ratio_full >= 0.3 and full["s2xx"] == full["requests"] else "missed",
                 ratio=ratio_full,
@@ -825,6 +825,14 @@ class Bench:
                 qcluster_stop=stop,
             ),
         ]
+
+
+def _sizes(counted: dict) -> str:
+    """The partial's size as sent to a browser (gzipped) and plain."""
+    plain = f"{counted['bytes'] // 1024} KiB"
+    if counted.get("gzip_bytes"):
+        return f"{counted['gzip_bytes'] // 1024} KiB gzipped, {plain} plain"
+    return plain
 
 
 def print_table(rows: list[dict]) -> None:

@@ -206,6 +206,29 @@ def test_unchanged_data_answers_304_and_a_new_position_200(dispatcher_client, or
     assert live_data(moved.content.decode())["drivers"][0]["lat"] == 52.51
 
 
+def test_a_poll_goes_out_gzipped_to_a_browser_that_accepts_it(dispatcher_client, org, depot):
+    import gzip
+
+    _fleet(org, depot, 20)
+    plain = dispatcher_client.get("/", headers=HTMX)
+    packed = dispatcher_client.get("/", headers={**HTMX, "Accept-Encoding": "gzip, deflate, br"})
+
+    assert "Content-Encoding" not in plain.headers
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed.content) == plain.content
+    assert len(packed.content) < len(plain.content) / 4
+    # One ETag for both encodings (a weak one), and either answers 304 to it.
+    assert packed.headers["ETag"] == plain.headers["ETag"]
+    assert packed.headers["ETag"].startswith('W/"')
+    for encoding in ("gzip", "identity"):
+        again = dispatcher_client.get(
+            "/", headers={**HTMX, "Accept-Encoding": encoding, "If-None-Match": plain.headers["ETag"]}
+        )
+        assert again.status_code == 304
+        assert "Accept-Encoding" in again.headers["Vary"]
+    assert "Accept-Encoding" in plain.headers["Vary"] and "HX-Request" in plain.headers["Vary"]
+
+
 def test_a_stop_event_changes_the_etag(dispatcher_client, org, depot):
     route = route_with_stops(org, depot, done=0, total=2)
     etag = dispatcher_client.get("/", headers=HTMX).headers["ETag"]
