@@ -282,6 +282,38 @@ def test_an_unchanged_fingerprint_is_rendered_once_for_every_dispatcher(
     assert second.count('class="dash-route"') == first.count('class="dash-route"') == 10
 
 
+def test_a_poll_renders_again_only_the_route_rows_that_changed(dispatcher_client, org, depot, monkeypatch):
+    from tracking import views
+    from tracking.models import DriverPosition
+
+    rendered_rows = []
+    render = views.render_to_string
+    monkeypatch.setattr(
+        views, "render_to_string", lambda *a, **kw: rendered_rows.append(a) or render(*a, **kw)
+    )
+
+    def poll() -> tuple[int, str]:
+        rendered_rows.clear()
+        html = dispatcher_client.get("/", headers=HTMX).content.decode()
+        return len(rendered_rows), html
+
+    _fleet(org, depot, 20)
+    assert poll()[0] == 20
+    # Every driver moves: the rows are not rendered again, and still say so.
+    DriverPosition.objects.update(received_at=NOW, recorded_at=NOW - dt.timedelta(seconds=8), lat=52.6)
+    rendered, html = poll()
+    assert rendered == 0
+    assert html.count("position 8 s ago") == 20
+    assert {driver["lat"] for driver in live_data(html)["drivers"]} == {52.6}
+    # A stop is delivered on one route: that row only.
+    stop = Stop.objects.filter(route__organization=org).order_by("pk").first()
+    Stop.objects.filter(pk=stop.pk).update(status=Stop.Status.COMPLETED)
+    Route.objects.filter(pk=stop.route_id).update(version=F("version") + 1)
+    rendered, html = poll()
+    assert rendered == 1
+    assert re.search(rf'id="dash-route-{stop.route_id}".*?1 / 3', html, re.S)
+
+
 def test_304_and_map_json_query_counts_do_not_grow_with_drivers(dispatcher_client, org, depot):
     def counts() -> tuple[int, int, int]:
         etag = dispatcher_client.get("/", headers=HTMX)["ETag"]
