@@ -55,10 +55,11 @@ def _render_dashboard(
     today = local_today(organization.tzinfo, now)
     if fingerprint is None:
         fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
-    # Read only if the template renders them: the stats and the routes may come from their own
-    # fragments, keyed by the fingerprint (see dashboard.html). A partial with no decision's
-    # error (that is for the one who made it) is the same for every dispatcher of the
-    # organisation: its forms carry no CSRF token, so a poll can share it (_live_poll).
+    # Read only if the template renders them: the stats may come from their fragment, keyed by
+    # the fingerprint (see dashboard.html), the route rows from theirs (_route_rows_html). A
+    # partial with no decision's error (that is for the one who made it) is the same for every
+    # dispatcher of the organisation: its forms carry no CSRF token, so a poll can share it
+    # (_live_poll).
     cache_live = partial and decide_error is None
     counts = SimpleLazyObject(lambda: order_status_counts(user=request.user, day=today))
     live = SimpleLazyObject(lambda: dashboard_live(organization=organization, day=today, now=now))
