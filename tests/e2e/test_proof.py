@@ -87,27 +87,33 @@ def test_the_driver_captures_photo_and_signature_and_the_dispatcher_sees_the_pro
     assert violations == []
 
 
-def test_a_parcel_barcode_is_read_from_a_picture_and_must_be_the_orders(
-    browser, live_server, published, org  # noqa: F811 - the fixture
-):
+def _first_stop_needing_a_scan(route, org) -> tuple[Stop, bytes]:
+    """The organisation asks for a parcel scan; the route's first stop has parcel PKG-0001.
+    Returns that stop and a picture of its label (a QR code)."""
     import segno
 
     from dispatch.models import Order
 
     ProofPolicy.objects.create(organization=org, require_barcode=True)
-    route = published
     first = route.stops.order_by("sequence").first()
     Order.objects.filter(pk=first.order_id).update(parcel_codes=["PKG-0001"])
     label = io.BytesIO()
     segno.make("PKG-0001", error="m").save(label, kind="png", scale=8, border=4)
-    context, page = phone(browser, live_server, route)
+    return first, label.getvalue()
+
+
+def test_a_parcel_barcode_is_read_from_a_picture_and_must_be_the_orders(
+    browser, live_server, published, org  # noqa: F811 - the fixture
+):
+    first, label = _first_stop_needing_a_scan(published, org)
+    context, page = phone(browser, live_server, published)
     card = page.locator(f"#stop-{first.pk}")
 
     card.get_by_role("button", name="Delivered…").click()
     form = card.locator("form[data-proof-form]")
     # No BarcodeDetector in desktop Chromium: this is ZXing, from npm, reading the picture.
     form.locator("input[data-scan]").set_input_files(
-        {"name": "label.png", "mimeType": "image/png", "buffer": label.getvalue()}
+        {"name": "label.png", "mimeType": "image/png", "buffer": label}
     )
     expect(form.get_by_label("Parcel barcode (needed)")).to_have_value("PKG-0001", timeout=10_000)
     form.get_by_role("button", name="Complete delivery").click()
@@ -139,15 +145,7 @@ def held_barcode_reader(monkeypatch):
 def test_the_stop_works_while_the_barcode_reader_is_still_on_its_way(
     browser, live_server, published, org, held_barcode_reader  # noqa: F811 - the fixture
 ):
-    import segno
-
-    from dispatch.models import Order
-
-    ProofPolicy.objects.create(organization=org, require_barcode=True)
-    first = published.stops.order_by("sequence").first()
-    Order.objects.filter(pk=first.order_id).update(parcel_codes=["PKG-0001"])
-    label = io.BytesIO()
-    segno.make("PKG-0001", error="m").save(label, kind="png", scale=8, border=4)
+    first, label = _first_stop_needing_a_scan(published, org)
     context, page = phone(browser, live_server, published)
     card = page.locator(f"#stop-{first.pk}")
 
@@ -156,7 +154,7 @@ def test_the_stop_works_while_the_barcode_reader_is_still_on_its_way(
     form = card.locator("form[data-proof-form]")
     expect(form).to_be_visible()
     form.locator("input[data-scan]").set_input_files(
-        {"name": "label.png", "mimeType": "image/png", "buffer": label.getvalue()}
+        {"name": "label.png", "mimeType": "image/png", "buffer": label}
     )
     # The picture waits for the reader, and is read once it is there.
     held_barcode_reader.set()
