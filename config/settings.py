@@ -99,7 +99,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool(
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's, whose health check skips its SELECT 1 while the socket is quiet (a closed
+        # connection always has the server's goodbye to read): config/postgresql/base.py.
+        DATABASES["default"]["ENGINE"] = "config.postgresql"
+    if DATABASES["default"]["ENGINE"] == "config.postgresql" and env.bool(
         "DATABASE_PREPARED_STATEMENTS", default=True
     ):
         # Parameters bound by the server, and a statement run twice on a connection planned once
