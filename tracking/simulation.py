@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 from PIL import Image, ImageDraw
 
 from dispatch.geo import distance_m
@@ -462,29 +463,37 @@ def _line(t: datetime, run: DriverRun, what: str) -> str:
     return f"{t.astimezone(run.driver.organization.tzinfo):%H:%M:%S} {run.name} {what}"
 
 
-DEMO_SLUG = "demo"  # seed_demo's organisation; a real carrier's day is never planned for it
-
-
 def publish_demo_day(*, now: datetime | None = None, budget_seconds: int = 5) -> list[str]:
     """Plan and publish today's demo routes when nothing is live yet, so `make run` shows drivers
-    moving without a dispatcher first planning the day. Touches only the demo organisation."""
-    from dispatch import planning
+    moving without a dispatcher first planning the day. On a later day than the demo was seeded
+    for, first give it today's shifts and orders, starting now (dispatch.demo). Touches only the
+    demo organisation."""
+    from dispatch import demo, planning
     from dispatch.models import Depot, Organization, Plan
 
-    org = Organization.objects.filter(slug=DEMO_SLUG).first()
+    now = now or timezone.now()
+    org = Organization.objects.filter(slug=demo.SLUG).first()
     depot = Depot.objects.filter(organization=org, is_active=True).order_by("pk").first() if org else None
     if org is None or depot is None:
         return []
-    day = local_today(org.tzinfo, now)
+    day, lines = local_today(org.tzinfo, now), []
+    if not demo.demo_day_exists(org, day):
+        data = demo.build_demo(day, org.tzinfo, start=demo.demo_day_start(now, org.tzinfo))
+        try:
+            orders = demo.add_demo_day(org, data)
+        except ValidationError as exc:
+            return [f"Demo day not added: {' '.join(exc.messages)}"]
+        first = min(person["shift"]["starts_at"] for person in data.drivers).astimezone(org.tzinfo)
+        lines.append(f"Added the demo's day {day:%a %d %b}: {len(orders)} orders, shifts from {first:%H:%M}.")
     live = Route.objects.filter(organization=org, date=day).exclude(status=Route.Status.DRAFT)
     if live.exists() or not planning.plannable_orders(organization=org, day=day, depot=depot).exists():
-        return []
+        return lines
     try:
         plan = planning.plan_create(
             organization=org, by=None, day=day, depot=depot, time_budget_seconds=budget_seconds
         )
     except ValidationError as exc:
-        return [f"Demo day not planned: {' '.join(exc.messages)}"]
+        return [*lines, f"Demo day not planned: {' '.join(exc.messages)}"]
     if planning.plan_run(plan_id=plan.pk) is None:  # the worker took it: wait for its result
         deadline = time_module.monotonic() + budget_seconds + 60
         while time_module.monotonic() < deadline:
@@ -494,6 +503,6 @@ def publish_demo_day(*, now: datetime | None = None, budget_seconds: int = 5) ->
             time_module.sleep(0.5)
     plan.refresh_from_db()
     if plan.status != Plan.Status.SUCCEEDED:
-        return [f"Demo day not planned: plan {plan.pk} is {plan.get_status_display().lower()}."]
+        return [*lines, f"Demo day not planned: plan {plan.pk} is {plan.get_status_display().lower()}."]
     routes = planning.plan_publish(plan=plan, by=None)
-    return [f"Planned and published the demo day: {len(routes)} routes (plan {plan.pk})."]
+    return [*lines, f"Planned and published the demo day: {len(routes)} routes (plan {plan.pk})."]

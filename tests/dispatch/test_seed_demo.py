@@ -1,6 +1,6 @@
 import io
 import re
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.test import RequestFactory
 
-from dispatch.management.commands.seed_demo import build_demo
+from dispatch.demo import build_demo, demo_day_start
 from dispatch.models import (
     Contact,
     Depot,
@@ -26,8 +26,8 @@ from dispatch.models import (
 from tests.factories import OrganizationFactory, UserFactory
 
 BERLIN = ZoneInfo("Europe/Berlin")
-# 11:30 in Berlin on a Tuesday; the demo's "today" is 24 Nov 2026.
-NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
+# 06:30 in Berlin on a Tuesday, before the demo's day starts (07:30); "today" is 24 Nov 2026.
+NOW = datetime(2026, 11, 24, 5, 30, tzinfo=UTC)
 TODAY = date(2026, 11, 24)
 # Berlin's city limits, generously: every demo point must fall inside.
 LAT_RANGE, LNG_RANGE = (52.33, 52.68), (13.08, 13.77)
@@ -223,3 +223,45 @@ def test_demo_windows_keep_their_local_times_on_the_day_the_clocks_go_forward():
     starts = [o["window_start"] for o in demo.orders if o["window_start"] is not None]
     assert min(s.astimezone(BERLIN).time() for s in starts) >= time(8)
     assert {s.astimezone(BERLIN).utcoffset().total_seconds() / 3600 for s in starts} == {2.0}  # summer time
+
+
+@pytest.mark.parametrize(
+    ("local", "start"),
+    [
+        ("05:10:00", time(7, 30)),  # before the day as written: it starts as written
+        ("07:30:00", time(7, 30)),
+        ("15:52:10", time(16, 0)),  # later: at the next quarter hour
+        ("16:00:00", time(16, 0)),
+        ("16:00:01", time(16, 15)),
+        ("22:40:00", time(19, 30)),  # the latest start that still ends by the planner's 06:00
+    ],
+)
+def test_the_demo_day_starts_when_it_is_made(local, start):
+    now = datetime.combine(TODAY, time.fromisoformat(local), BERLIN)
+
+    assert demo_day_start(now, BERLIN) == start
+
+
+@pytest.mark.django_db
+def test_seeded_in_the_afternoon_the_shifts_and_windows_start_at_the_next_quarter_hour(time_machine):
+    time_machine.move_to(datetime(2026, 11, 24, 14, 52, tzinfo=UTC))  # 15:52 in Berlin
+
+    output = _seed()
+
+    starts = sorted(s.starts_at.astimezone(BERLIN) for s in Shift.objects.all())
+    assert starts[0] == datetime(2026, 11, 24, 16, 0, tzinfo=BERLIN)
+    assert "shift today from 16:00" in output
+    # The day as written, 8 h 30 later: windows 16:30…02:30, each still inside a shift.
+    morning = build_demo(TODAY, BERLIN)
+    moved = {o.external_ref: o for o in Order.objects.all()}
+    assert set(Order.objects.values_list("service_date", flat=True)) == {TODAY}
+    for order in morning.orders:
+        stored = moved[order["external_ref"]]
+        if order["window_start"] is None:
+            assert stored.window_start is None
+            continue
+        assert stored.window_start - order["window_start"] == timedelta(hours=8, minutes=30)
+        assert stored.window_end - stored.window_start == order["window_end"] - order["window_start"]
+    shifts = [(s.starts_at, s.ends_at) for s in Shift.objects.all()]
+    for order in Order.objects.exclude(window_start=None):
+        assert any(start <= order.window_start and order.window_end <= end for start, end in shifts)

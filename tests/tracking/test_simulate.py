@@ -285,6 +285,33 @@ def test_publish_demo_plans_and_publishes_the_demo_day_once(db, time_machine):
     assert live.count() == Route.objects.filter(organization=demo).exclude(status="draft").count()
 
 
+def test_publish_demo_gives_the_demo_a_later_day_starting_now_and_plans_it(db, time_machine):
+    from dispatch.models import Organization, Shift
+
+    time_machine.move_to("2026-11-24 06:00:00+00:00")
+    call_command("seed_demo", "--password", "pw-demo-123", stdout=StringIO())
+    demo = Organization.objects.get(slug="demo")
+    first_day = list(Order.objects.filter(organization=demo).values_list("pk", "service_date", "status"))
+
+    time_machine.move_to("2026-11-25 13:05:00+00:00")  # the next afternoon, 14:05 in Berlin
+    lines = publish_demo_day(budget_seconds=1)
+
+    assert "Added the demo's day Wed 25 Nov: 150 orders, shifts from 14:15." in lines
+    assert any("published the demo day" in line for line in lines)
+    next_day = Order.objects.filter(organization=demo, service_date=dt.date(2026, 11, 25))
+    assert next_day.count() == 150 and next_day.filter(contact__isnull=False).exists()
+    shifts = Shift.objects.filter(organization=demo, date=dt.date(2026, 11, 25))
+    assert min(s.starts_at for s in shifts) == dt.datetime(2026, 11, 25, 13, 15, tzinfo=dt.UTC)
+    # Planned from shifts that begin now, its stops are on time before anyone has moved.
+    stops = Stop.objects.filter(route__organization=demo, route__date=dt.date(2026, 11, 25))
+    assert stops.filter(route__status=Route.Status.PUBLISHED).count() >= 100
+    windowed = stops.exclude(order__window_end=None).select_related("order")
+    assert all(stop.planned_arrival <= stop.order.window_end for stop in windowed)
+    earlier = Order.objects.filter(organization=demo, service_date=dt.date(2026, 11, 24))
+    assert list(earlier.values_list("pk", "service_date", "status")) == first_day
+    assert publish_demo_day(budget_seconds=1) == []  # the day is there and live: nothing more
+
+
 def test_publish_demo_never_touches_another_organisation(db, org, depot):
     OrderFactory(organization=org)
     assert publish_demo_day(budget_seconds=1) == []

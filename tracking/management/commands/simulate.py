@@ -33,7 +33,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--publish-demo",
             action="store_true",
-            help="If nothing is published today in the demo organisation, plan and publish its day first.",
+            help=(
+                "If nothing is published today in the demo organisation, plan and publish its day "
+                "first (on a later day than it was seeded for, adding that day's orders, from now)."
+            ),
         )
         parser.add_argument(
             "--exit-when-done",
