@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUN_ADDR=${RUN_ADDR:-127.0.0.1:8000}
 URL="http://${RUN_ADDR}/"
+# Links in the demo's messages (printed by the console e-mail backend) lead to this server,
+# unless SITE_URL is set in the environment or in .env.
+if [ -z "${SITE_URL:-}" ] && ! grep -qs '^SITE_URL=' .env; then
+    export SITE_URL="http://${RUN_ADDR}"
+fi
 
 commands=$("$PY" manage.py help --commands)
 has_command() { grep -qx "$1" <<<"$commands"; }
