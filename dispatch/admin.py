@@ -38,6 +38,7 @@ from dispatch.models import (
     Shift,
     Stop,
     StopEvent,
+    UserSession,
     Vehicle,
 )
 from dispatch.services import (
@@ -223,6 +224,24 @@ class UserAdmin(BaseUserAdmin):
 
 
 # --- Fleet and address book -----------------------------------------------------------------
+
+
+@admin.register(UserSession)
+class UserSessionAdmin(admin.ModelAdmin):
+    """Who is signed in, until when: deleting a session signs it out. Its data is never shown."""
+
+    list_display = ("user", "expire_date")
+    list_select_related = ("user",)
+    search_fields = ("user__username",)
+    ordering = ("-expire_date",)
+    fields = ("user", "expire_date")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(Depot)

@@ -9,6 +9,8 @@ at once, and again when its transaction commits; only a write that bypasses the 
 While Redis is unreachable the row is read from the database, as Django's cached sessions do.
 """
 
+import contextlib
+import contextvars
 import functools
 import logging
 
@@ -26,10 +28,10 @@ from dispatch.sqlrows import column, from_rows, select_list, table
 logger = logging.getLogger(__name__)
 
 
-@functools.cache
-def _member_sql(*, by_token: bool) -> str:
-    """The user with his membership and its organisation (and, for a token, the token and his
-    driver profile), by user pk or by token key."""
+def member_select() -> tuple[list[str], str]:
+    """The columns of a member row (the user "u", his membership, its organisation) and the joins
+    from "u" that fetch them: what MemberBackend.get_user builds the user from. Also read with the
+    session row itself (dispatch.sessions), which then offers it here (offering_member_row)."""
     User = get_user_model()
     user_pk = column(User, User._meta.pk.name)
     selects = [select_list(User, "u"), select_list(Membership, "m"), select_list(Organization, "o")]
@@ -38,6 +40,16 @@ def _member_sql(*, by_token: bool) -> str:
         f"LEFT JOIN {table(Organization)} o ON o.{column(Organization, 'id')} = "
         f"m.{column(Membership, 'organization')}"
     )
+    return selects, joins
+
+
+@functools.cache
+def _member_sql(*, by_token: bool) -> str:
+    """The user with his membership and its organisation (and, for a token, the token and his
+    driver profile), by user pk or by token key."""
+    User = get_user_model()
+    user_pk = column(User, User._meta.pk.name)
+    selects, joins = member_select()
     if not by_token:
         return f"SELECT {', '.join(selects)} FROM {table(User)} u {joins} WHERE u.{user_pk} = %s"
     selects += [select_list(Driver, "d"), select_list(Token, "t")]
@@ -83,8 +95,29 @@ def _user_cache_key(pk) -> str:
     return f"signed-in-user:{pk}"
 
 
+# The member row the request's session was read with, as (user pk, row or None), while
+# MemberAuthenticationMiddleware asks Django for the request's user; None at any other time.
+_offered_member_row: contextvars.ContextVar[tuple | None] = contextvars.ContextVar(
+    "offered_member_row", default=None
+)
+
+
+@contextlib.contextmanager
+def offering_member_row(offer: tuple | None):
+    """While in this block, _member_row answers for the offered user pk with the offered row."""
+    token = _offered_member_row.set(offer)
+    try:
+        yield
+    finally:
+        _offered_member_row.reset(token)
+
+
 def _member_row(pk) -> tuple | None:
-    """The row of _member_sql(by_token=False) for user `pk`, from the cache when it is on."""
+    """The row of _member_sql(by_token=False) for user `pk`: the one read with the session if it
+    is for him, else from the cache when it is on, else from the database."""
+    offer = _offered_member_row.get()
+    if offer is not None and offer[0] == pk:
+        return offer[1]
     seconds = settings.SIGNED_IN_USER_CACHE_SECONDS
     if seconds:
         try:

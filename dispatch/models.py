@@ -9,6 +9,7 @@ import uuid
 import zoneinfo
 
 from django.conf import settings
+from django.contrib.sessions.base_session import AbstractBaseSession
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -112,6 +113,30 @@ class Membership(models.Model):
     @property
     def uses_portal(self) -> bool:
         return self.role in (self.Role.ADMIN, self.Role.DISPATCHER)
+
+
+class UserSession(AbstractBaseSession):
+    """Django's session row plus the signed-in user's id, kept in step with the session's data
+    by dispatch.sessions: reading a request's session then reads its user, membership and
+    organisation in the same statement, one query for who is asking instead of two.
+
+    No database constraint on the user: a session naming a user who is gone finds nobody and is
+    signed out, as Django's are. Deleting a user deletes his sessions (Django's collector)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="+",
+    )
+
+    @classmethod
+    def get_session_store_class(cls):
+        from django.utils.module_loading import import_string
+
+        return import_string(settings.SESSION_ENGINE + ".SessionStore")
 
 
 class Depot(models.Model):

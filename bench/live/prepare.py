@@ -507,10 +507,12 @@ def _tracking_queries(token: str) -> dict:
 
 def _session_for(user) -> str:
     """A logged-in session row, as django.contrib.auth.login() would write it."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
+    from importlib import import_module
 
-    session = SessionStore()
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore()  # the app's, as a login
     session[SESSION_KEY] = str(user.pk)
     session[BACKEND_SESSION_KEY] = "dispatch.auth_backends.MemberBackend"
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()

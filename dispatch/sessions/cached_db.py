@@ -1,7 +1,7 @@
 from django.contrib.sessions.backends import cached_db
 
-from dispatch.sessions import PlainSessionRead
+from dispatch.sessions import MemberSessionStore
 
 
-class SessionStore(PlainSessionRead, cached_db.SessionStore):
+class SessionStore(MemberSessionStore, cached_db.SessionStore):
     pass

@@ -1,7 +1,7 @@
 from django.contrib.sessions.backends import db
 
-from dispatch.sessions import PlainSessionRead
+from dispatch.sessions import MemberSessionStore
 
 
-class SessionStore(PlainSessionRead, db.SessionStore):
+class SessionStore(MemberSessionStore, db.SessionStore):
     pass

@@ -6,11 +6,14 @@ field by field, on whichever database the suite runs on."""
 import pytest
 from django.contrib.auth import get_user_model
 from django.shortcuts import resolve_url
+from django.test import RequestFactory
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from dispatch.auth_backends import MemberBackend, member_for_token
-from dispatch.models import Driver, Membership
+from dispatch.models import Driver, Membership, Organization
 from dispatch.selectors import membership_for
+from dispatch.sqlrows import from_rows
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -93,26 +96,80 @@ def test_an_unknown_token_is_none(driver):
 # --- The session row (dispatch.sessions) -------------------------------------------------------
 
 
-def test_the_session_store_reads_the_row_the_orm_reads(dispatcher_client, settings):
+def test_the_session_store_reads_the_row_the_orm_reads(dispatcher_client, dispatcher, settings):
     from importlib import import_module
 
-    from django.contrib.sessions.models import Session
+    from dispatch.models import UserSession
 
     key = dispatcher_client.cookies[settings.SESSION_COOKIE_NAME].value
     store = import_module(settings.SESSION_ENGINE).SessionStore(key)
     row = store._get_session_from_db()
-    assert fields(row) == fields(Session.objects.get(session_key=key))
-    assert store.load() == Session.objects.get(session_key=key).get_decoded()
+    assert fields(row) == fields(UserSession.objects.get(session_key=key))
+    assert row.user_id == dispatcher.pk
+    assert store.load() == UserSession.objects.get(session_key=key).get_decoded()
+    # The member row read with it is the one MemberBackend would read on its own.
+    offered_pk, offered_row = store.member_row
+    user, membership, organization = from_rows(offered_row, get_user_model(), Membership, Organization)
+    assert offered_pk == dispatcher.pk
+    assert fields(user) == fields(get_user_model().objects.get(pk=dispatcher.pk))
+    assert fields(membership) == fields(Membership.objects.get(user=dispatcher))
+    assert fields(organization) == fields(Organization.objects.get(pk=membership.organization_id))
+
+
+def test_a_signed_in_request_reads_its_session_and_user_in_one_query(dispatcher_client, settings):
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from dispatch.models import UserSession
+
+    cache.clear()  # with Redis: the session and the user from the database, not from copies
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatcher_client.get("/orders/").status_code == 200
+    users, sessions = get_user_model()._meta.db_table, UserSession._meta.db_table
+    reading_users = [q["sql"] for q in queries if users in q["sql"]]
+    assert len(reading_users) == 1 and sessions in reading_users[0]
+
+
+def test_the_session_row_names_its_user_until_sign_out(client, dispatcher):
+    from dispatch.models import UserSession
+
+    assert client.login(request=RequestFactory().get("/"), username="disp", password="correct-horse-battery")
+    session = UserSession.objects.get()
+    assert session.user_id == dispatcher.pk
+    client.post(resolve_url("logout"))
+    assert not UserSession.objects.exists()
+
+
+def test_deleting_a_user_deletes_his_sessions_and_signs_him_out(dispatcher_client, dispatcher, settings):
+    from dispatch.models import UserSession
+
+    other = UserSession.objects.create(session_key="s" * 32, session_data="", expire_date=timezone.now())
+    dispatcher.delete()
+    assert list(UserSession.objects.all()) == [other]
+    response = dispatcher_client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
+
+
+def test_a_session_whose_user_is_gone_is_signed_out(dispatcher_client, dispatcher, settings):
+    from django.core.cache import cache
+
+    get_user_model().objects.filter(pk=dispatcher.pk).delete()  # sessions and all, as in the admin
+    cache.clear()
+    response = dispatcher_client.get("/")
+    assert response.status_code == 302
 
 
 def test_an_expired_session_is_signed_out(dispatcher_client, settings):
-    from django.contrib.sessions.models import Session
     from django.core.cache import cache
-    from django.utils import timezone
+
+    from dispatch.models import UserSession
 
     assert dispatcher_client.get("/").status_code == 200
     key = dispatcher_client.cookies[settings.SESSION_COOKIE_NAME].value
-    Session.objects.filter(session_key=key).update(expire_date=timezone.now() - timezone.timedelta(seconds=1))
+    UserSession.objects.filter(session_key=key).update(
+        expire_date=timezone.now() - timezone.timedelta(seconds=1)
+    )
     cache.clear()  # with Redis the cached copy would otherwise live on until its own timeout
     response = dispatcher_client.get("/")
     assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
@@ -124,15 +181,17 @@ def test_an_unknown_session_key_is_signed_out(client, settings, dispatcher):
     assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
 
 
-def test_a_session_signed_in_before_the_upgrade_stays_signed_in(client, dispatcher, settings):
+def test_a_session_signed_in_before_the_upgrades_stays_signed_in(client, dispatcher, settings):
     """Migration 0011: sessions written by Django's ModelBackend name it; Django would sign them
-    out once it is no longer listed. The migration points them at MemberBackend."""
+    out once it is no longer listed, so it points them at MemberBackend. Migration 0013 then
+    copies every session into UserSession with the user it names."""
     import importlib
 
     from django.apps import apps
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore as DjangosSessionStore
 
-    old = importlib.import_module(settings.SESSION_ENGINE).SessionStore()
+    old = DjangosSessionStore()  # Django's own table, as before both upgrades
     old.update(
         {
             SESSION_KEY: str(dispatcher.pk),
@@ -140,109 +199,15 @@ def test_a_session_signed_in_before_the_upgrade_stays_signed_in(client, dispatch
             HASH_SESSION_KEY: dispatcher.get_session_auth_hash(),
         }
     )
-    old.create()  # also cached, with REDIS_URL: the migration must drop that copy
+    old.create()
     client.cookies[settings.SESSION_COOKIE_NAME] = old.session_key
-    assert client.get("/").status_code == 302  # the backend is not listed: signed out
+    from dispatch.models import UserSession
 
-    migration = importlib.import_module("dispatch.migrations.0011_sessions_member_backend")
-    migration.sessions_to_member_backend(apps, None)
-    assert client.get("/").status_code == 200
+    assert not UserSession.objects.exists()  # the new code would not know this session yet
 
-
-# --- The signed-in user cache (SIGNED_IN_USER_CACHE_SECONDS, with Redis) -----------------------
-# The suite's cache is the one the run is configured with (local memory, or Redis with
-# REDIS_URL); in one process both behave alike for these tests.
-
-
-@pytest.fixture
-def user_cache(settings):
-    settings.SIGNED_IN_USER_CACHE_SECONDS = 60
-
-
-def _user_queries(captured) -> list[str]:
-    user_table = get_user_model()._meta.db_table
-    return [q["sql"] for q in captured.captured_queries if f'FROM "{user_table}"' in q["sql"]]
-
-
-def test_a_cached_user_is_not_read_again(user_cache, dispatcher_client):
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    assert dispatcher_client.get("/orders/").status_code == 200
-    with CaptureQueriesContext(connection) as captured:
-        assert dispatcher_client.get("/orders/").status_code == 200
-    assert _user_queries(captured) == []
-
-
-def test_a_deactivated_user_is_signed_out_at_the_next_request(user_cache, dispatcher_client, dispatcher):
-    assert dispatcher_client.get("/orders/").status_code == 200  # cached now
-    dispatcher.is_active = False
-    dispatcher.save()
-    assert dispatcher_client.get("/orders/").status_code == 302
-
-
-def test_a_changed_password_signs_the_other_sessions_out(user_cache, dispatcher_client, dispatcher):
-    assert dispatcher_client.get("/orders/").status_code == 200
-    user = get_user_model().objects.get(pk=dispatcher.pk)
-    user.set_password("another-horse-battery-staple")
-    user.save()
-    assert dispatcher_client.get("/orders/").status_code == 302
-
-
-def test_a_changed_role_counts_at_the_next_request(user_cache, dispatcher_client, dispatcher):
-    assert dispatcher_client.get("/").status_code == 200
-    membership = Membership.objects.get(user=dispatcher)
-    membership.role = Membership.Role.DRIVER
-    membership.save()
-    response = dispatcher_client.get("/")
-    assert response.status_code == 302 and response["Location"] == resolve_url("tracking:driver_home")
-
-
-def test_a_removed_membership_counts_at_the_next_request(user_cache, dispatcher_client, dispatcher):
-    assert dispatcher_client.get("/orders/").status_code == 200
-    Membership.objects.get(user=dispatcher).delete()
-    assert dispatcher_client.get("/orders/").status_code == 403
-
-
-def test_a_changed_organisation_counts_at_the_next_request(user_cache, dispatcher, org):
-    org.timezone = "Europe/Lisbon" if org.timezone != "Europe/Lisbon" else "Europe/Berlin"
-    before = membership_for(MemberBackend().get_user(dispatcher.pk)).organization.timezone
-    org.save()
-    after = membership_for(MemberBackend().get_user(dispatcher.pk)).organization.timezone
-    assert before != org.timezone and after == org.timezone
-
-
-def test_the_daily_summary_switch_shows_at_once(user_cache, dispatcher):
-    from dispatch.services import membership_daily_summary_set
-
-    membership = membership_for(MemberBackend().get_user(dispatcher.pk))
-    assert not membership.daily_summary
-    membership_daily_summary_set(membership=membership, enabled=True)
-    assert membership_for(MemberBackend().get_user(dispatcher.pk)).daily_summary
-
-
-def test_the_user_cache_is_refused_without_a_shared_cache():
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "SIGNED_IN_USER_CACHE_SECONDS": "60", "REDIS_URL": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; from django.conf import settings; settings.INSTALLED_APPS"],
-        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
-        capture_output=True,
-        text=True,
+    importlib.import_module("dispatch.migrations.0011_sessions_member_backend").sessions_to_member_backend(
+        apps, None
     )
-    assert result.returncode != 0 and "SIGNED_IN_USER_CACHE_SECONDS needs a cache" in result.stderr
-
-
-def test_an_unreachable_cache_falls_back_to_the_database(user_cache, settings, dispatcher, caplog):
-    pytest.importorskip("redis")
-    # Nothing listens on port 1: every cache call fails, as when Redis is down.
-    settings.CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}}
-    user = MemberBackend().get_user(dispatcher.pk)
-    assert user == dispatcher and membership_for(user).role == Membership.Role.DISPATCHER
-    dispatcher.is_active = False
-    dispatcher.save()  # the copy cannot be dropped: logged, and the save goes through
-    assert MemberBackend().get_user(dispatcher.pk) is None
-    assert "signed-in user cache unreachable" in caplog.text
+    importlib.import_module("dispatch.migrations.0013_usersession").copy_sessions(apps, None)
+    assert client.get("/").status_code == 200
+    assert UserSession.objects.get(session_key=old.session_key).user_id == dispatcher.pk
