@@ -382,13 +382,12 @@ def test_the_page_costs_the_same_queries_for_10_or_200_routes(dispatcher_client,
     assert counts[0] == counts[1]
 
 
-def test_page_query_count_is_pinned(dispatcher_client, world, django_assert_num_queries, settings):
-    # session (none when sessions are cached in Redis), the user with his membership, the filter
-    # form's depot and driver, then orders 1, stops by (day, driver) 1 (headline, drivers, daily), routes by
-    # driver 1 (headline, drivers), failures by (day, reason) 1 (both failure views), deliveries
-    # by (hour, weekday) 1, the route table 1.
-    session = 0 if settings.SESSION_ENGINE.endswith("cached_db") else 1
-    with django_assert_num_queries(9 + session):
+def test_page_query_count_is_pinned(dispatcher_client, world, django_assert_num_queries):
+    # the session joined to the user with his membership (with Redis: the user, the session is
+    # cached), the filter form's depot and driver, then orders 1, stops by (day, driver) 1
+    # (headline, drivers, daily), routes by driver 1 (headline, drivers), failures by (day,
+    # reason) 1 (both failure views), deliveries by (hour, weekday) 1, the route table 1.
+    with django_assert_num_queries(9):
         dispatcher_client.get(URL, PERIOD)
 
 

@@ -29,10 +29,9 @@ pytestmark = [pytest.mark.django_db]
 # 10:30 in Berlin on the factories' day.
 NOW = dt.datetime(2026, 11, 24, 9, 30, tzinfo=dt.UTC)
 HTMX = {"HX-Request": "true"}
-# With REDIS_URL sessions are read from the cache (cached_db): one query fewer per request.
-SESSION_QUERIES = 0 if settings.SESSION_ENGINE.endswith("cached_db") else 1
-# And the signed-in user's row too, once read (SIGNED_IN_USER_CACHE_SECONDS, on with Redis).
-USER_QUERIES = 0 if settings.SIGNED_IN_USER_CACHE_SECONDS else 1
+# Who is asking: the session row and, joined to it, the user with his membership (one query).
+# With REDIS_URL both come from the cache once read (cached_db, SIGNED_IN_USER_CACHE_SECONDS).
+SIGNED_IN_QUERIES = 0 if settings.SESSION_ENGINE.endswith("cached_db") else 1
 
 
 @pytest.fixture(autouse=True)
@@ -277,9 +276,10 @@ def _partial_queries(client) -> int:
 def test_partial_query_count_does_not_grow_with_drivers(dispatcher_client, org, depot):
     _fleet(org, depot, 10)
     small = _partial_queries(dispatcher_client)
-    # session, the user with his membership, 1 for the ETag, order counts, routes, their stops
-    # counted by route (one grouped query), positions, 2 for alerts
-    assert small == 9
+    # the session with the user and his membership (one query; from the database, the cache was
+    # just cleared), 1 for the ETag, order counts, routes, their stops counted by route (one
+    # grouped query), positions, 2 for alerts
+    assert small == 8
 
     _fleet(org, depot, 190)
     html = dispatcher_client.get("/", headers=HTMX).content.decode()
@@ -295,9 +295,10 @@ def test_an_unchanged_fingerprint_is_rendered_once_for_every_dispatcher(
     client.force_login(org_admin)
     with CaptureQueriesContext(connection) as queries:
         second = client.get("/", headers=HTMX).content.decode()
-    # the user with his membership and the fingerprint (and the session unless in Redis): the
-    # counts, routes, positions and alerts come from the cached rendering.
-    assert len(queries) == 2 + SESSION_QUERIES
+    # who is asking (the session joined to the user, or with Redis the session's cached copy and
+    # then the user) and the fingerprint: the counts, routes, positions and alerts come from the
+    # cached rendering.
+    assert len(queries) == 2
     assert live_data(second) == live_data(first)
     assert second.count('class="dash-route"') == first.count('class="dash-route"') == 10
 
@@ -353,10 +354,8 @@ def test_304_and_map_json_query_counts_do_not_grow_with_drivers(dispatcher_clien
     _fleet(org, depot, 10)
     small = counts()
     # 304: the ETag's one query. map.json: routes, their stops counted by route, depots (its
-    # ETag), then the stops. And each time the session and the user with his membership, unless
-    # they are in Redis.
-    signed_in = SESSION_QUERIES + USER_QUERIES
-    assert small == (1 + signed_in, 4 + signed_in, 3 + signed_in)
+    # ETag), then the stops. And each time who is asking.
+    assert small == (1 + SIGNED_IN_QUERIES, 4 + SIGNED_IN_QUERIES, 3 + SIGNED_IN_QUERIES)
     _fleet(org, depot, 40)
     assert counts() == small
 
