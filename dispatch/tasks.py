@@ -21,6 +21,19 @@ def run_plan(plan_id: int) -> None:
     plan_run(plan_id=plan_id)
 
 
+def purge_expired_sessions() -> int:
+    """Delete expired sessions, as Django's `clearsessions` would: a session nobody signs out of
+    (a closed browser, a lost phone) stays in the table otherwise. Safe to run twice."""
+    from django.utils import timezone
+
+    from dispatch.models import UserSession
+
+    removed, _ = UserSession.objects.filter(expire_date__lt=timezone.now()).delete()
+    if removed:
+        logger.info("Deleted %d expired session(s)", removed)
+    return removed
+
+
 def purge_idempotency_records() -> int:
     """Forget Idempotency-Key answers older than IDEMPOTENCY_KEY_HOURS. Safe to run twice."""
     from datetime import timedelta

@@ -36,6 +36,7 @@ def test_setup_schedules_is_idempotent(db):
     schedule = Schedule.objects.get(name="purge abandoned order imports")
     assert schedule.func == "dispatch.tasks.purge_import_uploads"
     assert sorted(Schedule.objects.values_list("func", "schedule_type", "minutes")) == [
+        ("dispatch.tasks.purge_expired_sessions", Schedule.HOURLY, None),
         ("dispatch.tasks.purge_idempotency_records", Schedule.HOURLY, None),
         ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
         ("pod.tasks.purge_orphaned_proof_files", Schedule.HOURLY, None),
@@ -46,3 +47,19 @@ def test_setup_schedules_is_idempotent(db):
         ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
         ("tracking.tasks.sweep_notifications", Schedule.MINUTES, 1),
     ]
+
+
+def test_expired_sessions_are_deleted_and_live_ones_kept(dispatcher_client, settings):
+    from django.utils import timezone
+
+    from dispatch.models import UserSession
+    from dispatch.tasks import purge_expired_sessions
+
+    UserSession.objects.create(
+        session_key="e" * 32, session_data="", expire_date=timezone.now() - timezone.timedelta(minutes=1)
+    )
+    assert purge_expired_sessions() == 1
+    assert purge_expired_sessions() == 0
+    signed_in = dispatcher_client.cookies[settings.SESSION_COOKIE_NAME].value
+    assert UserSession.objects.get().session_key == signed_in
+    assert dispatcher_client.get("/").status_code == 200

@@ -11,6 +11,7 @@ from django_q.models import Schedule
 SCHEDULES = {
     "purge abandoned order imports": ("dispatch.tasks.purge_import_uploads", Schedule.HOURLY, None),
     "forget old Idempotency-Key answers": ("dispatch.tasks.purge_idempotency_records", Schedule.HOURLY, None),
+    "delete expired sessions": ("dispatch.tasks.purge_expired_sessions", Schedule.HOURLY, None),
     "raise and resolve alerts": ("tracking.tasks.sweep_alerts", Schedule.MINUTES, 1),
     "send notifications": ("tracking.tasks.sweep_notifications", Schedule.MINUTES, 1),
     "recompute ETAs": ("tracking.tasks.recompute_etas", Schedule.MINUTES, 1),
