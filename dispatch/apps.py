@@ -10,7 +10,8 @@ class DispatchConfig(AppConfig):
         from django.contrib.auth import get_user_model
 
         from dispatch.auth_backends import forget_on_change
-        from dispatch.models import Membership, Organization
+        from dispatch.models import Membership, Organization, UserSession
+        from dispatch.sessions import forget_cached_copy
 
         # A changed or removed account, membership or organisation is not served from the
         # signed-in user cache (dispatch.auth_backends).
@@ -18,3 +19,5 @@ class DispatchConfig(AppConfig):
             for name, signal in (("saved", post_save), ("deleted", post_delete)):
                 uid = f"dispatch.signed_in_user.{model.__name__}.{name}"
                 signal.connect(forget_on_change, sender=model, dispatch_uid=uid)
+        # A session deleted as a row is not served on from its copy in Redis (dispatch.sessions).
+        post_delete.connect(forget_cached_copy, sender=UserSession, dispatch_uid="dispatch.session.deleted")

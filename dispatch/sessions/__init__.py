@@ -11,13 +11,18 @@ request's user, and only for the user the session names.
 """
 
 import functools
+import logging
 
+from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.core.cache import caches
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from dispatch.sqlrows import column, from_rows, select_list, table
+
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -84,3 +89,24 @@ class MemberSessionStore:
             found = member[pk_index] is not None  # NULL: the user is gone
             self.member_row = (session.user_id, member if found else None)
         return session
+
+
+def forget_cached_copy(sender, instance, **kwargs) -> None:
+    """post_delete of a UserSession (connected in dispatch.apps): a session deleted as a row (by
+    an admin, with its user, by the hourly purge) is not served on from its cached_db copy in
+    Redis. Dropped now and again at commit, when a request that read the row before may have
+    cached it again."""
+    if not settings.SESSION_ENGINE.endswith("cached_db"):
+        return
+    from django.contrib.sessions.backends.cached_db import KEY_PREFIX
+
+    cache, key = caches[settings.SESSION_CACHE_ALIAS], KEY_PREFIX + instance.session_key
+
+    def drop() -> None:
+        try:
+            cache.delete(key)
+        except Exception:  # Redis unreachable: nothing is served from it meanwhile either
+            logger.error("session cache unreachable; could not drop the copy of a deleted session")
+
+    drop()
+    transaction.on_commit(drop)

@@ -115,6 +115,21 @@ def test_changelist_queries_do_not_grow_with_rows(admin_client, model_name):
     assert len(four_rows) == len(one_row)
 
 
+def test_an_admin_sees_who_is_signed_in_and_signs_a_session_out(admin_client, dispatcher_client, settings):
+    from dispatch.models import UserSession
+
+    key = dispatcher_client.cookies[settings.SESSION_COOKIE_NAME].value
+    session = UserSession.objects.get(session_key=key)
+    page = admin_client.get("/admin/dispatch/usersession/").content.decode()
+    assert "disp" in page and session.session_data not in page
+    detail = admin_client.get(f"/admin/dispatch/usersession/{key}/change/").content.decode()
+    assert session.session_data not in detail
+
+    response = admin_client.post(f"/admin/dispatch/usersession/{key}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert dispatcher_client.get("/").status_code == 302  # signed out
+
+
 def test_order_changelist_shows_the_window_on_the_organisations_clock(admin_client, org):
     # The factory's window is 09:00–12:00 in Europe/Berlin, i.e. 08:00–11:00 UTC in November.
     OrderFactory(organization=org, external_ref="WIN-1")
