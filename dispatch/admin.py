@@ -38,7 +38,6 @@ from dispatch.models import (
     Shift,
     Stop,
     StopEvent,
-    UserSession,
     Vehicle,
 )
 from dispatch.services import (
@@ -47,6 +46,7 @@ from dispatch.services import (
     order_cancel,
     order_create,
     order_update,
+    sessions_end,
 )
 
 User = get_user_model()
@@ -218,30 +218,25 @@ if admin.site.is_registered(User):
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    # Sessions have no admin page of their own: a session's key is its login cookie, and an
+    # admin page would show it to anyone allowed to view sessions. Staff end them per user.
+    actions = ["sign_out_everywhere"]
+
     def get_inlines(self, request: HttpRequest, obj=None) -> list:
         # Not on the add form: create the user first, then give them an organisation.
         return [UserMembershipInline] if obj is not None else []
 
+    @admin.action(description="Sign selected users out everywhere", permissions=["change"])
+    def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet) -> None:
+        ended = sessions_end(users=queryset)
+        self.message_user(
+            request,
+            ngettext("Ended %d session.", "Ended %d sessions.", ended) % ended,
+            messages.SUCCESS,
+        )
+
 
 # --- Fleet and address book -----------------------------------------------------------------
-
-
-@admin.register(UserSession)
-class UserSessionAdmin(admin.ModelAdmin):
-    """Who is signed in, until when: deleting a session signs it out. Its data is never shown."""
-
-    list_display = ("user", "expire_date")
-    list_select_related = ("user",)
-    search_fields = ("user__username",)
-    ordering = ("-expire_date",)
-    fields = ("user", "expire_date")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(Depot)

@@ -13,7 +13,7 @@ import math
 import random
 import unicodedata
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -87,11 +87,17 @@ def build_demo(day: date, tz: ZoneInfo, seed: int = SEED, *, start: time = DAY_S
 
 def demo_day_start(now: datetime, tz: ZoneInfo) -> time:
     """When a demo day made at `now` starts: at 07:30, or later in the day at the next quarter
-    hour, but no later than leaves the whole day before the planner's END_OF_DAY."""
+    hour, but no later than leaves the whole day before the planner's END_OF_DAY (in elapsed
+    time: a night the clocks go back is an hour longer)."""
     local = now.astimezone(tz)
     minutes = -(-(local.hour * 3600 + local.minute * 60 + local.second) // 900) * 15  # round up
-    latest = END_OF_DAY // 60 - (_minutes(_DAY_END) - _minutes(DAY_START))
-    minutes = min(max(minutes, _minutes(DAY_START)), latest)
+    minutes = max(minutes, _minutes(DAY_START))
+    midnight = _Clock(local.date(), tz, offset=0).at(0)
+    while minutes > _minutes(DAY_START):
+        clock = _Clock(local.date(), tz, offset=minutes - _minutes(DAY_START))
+        if (clock.at(_minutes(_DAY_END)) - midnight).total_seconds() <= END_OF_DAY:
+            break
+        minutes -= 15
     return time(minutes // 60, minutes % 60)
 
 
@@ -108,10 +114,15 @@ class _Clock:
     offset: int
 
     def at(self, minutes: int) -> datetime:
-        """`minutes` after local midnight of the day (plus the offset); past 24 h, the next day."""
+        """`minutes` after local midnight of the day (plus the offset), on the wall clock; past
+        24 h, the next day. A time the clocks skip (spring forward) is the one they land on."""
         minutes += self.offset
         day = self.day + timedelta(days=minutes // 1440)
-        return local_datetime(day, time(minutes % 1440 // 60, minutes % 60), self.tz)
+        wall = time(minutes % 1440 // 60, minutes % 60)
+        try:
+            return local_datetime(day, wall, self.tz)
+        except ValidationError:  # in the gap: through UTC, as the clocks jump over it
+            return datetime.combine(day, wall, self.tz).astimezone(UTC)
 
 
 @transaction.atomic

@@ -30,6 +30,7 @@ from dispatch.models import (
     Shift,
     Stop,
     StopEvent,
+    UserSession,
     Vehicle,
 )
 from dispatch.selectors import API_KEY_PREFIX, api_key_hash
@@ -957,3 +958,13 @@ def orders_check_many(
             else:
                 refs_seen[order.external_ref] = index
     return problems
+
+
+# --- Sessions -------------------------------------------------------------------------------
+
+
+def sessions_end(*, users) -> int:
+    """Sign `users` out everywhere: every session of theirs is deleted, its copy in Redis with it
+    (dispatch.sessions.forget_cached_copy). Returns how many sessions were ended."""
+    ended, _ = UserSession.objects.filter(user__in=users).delete()
+    return ended

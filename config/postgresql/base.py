@@ -12,6 +12,7 @@ that vanished without closing the socket is caught by neither before the first q
 
 import select
 
+import psycopg
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresDatabaseWrapper
 
 
@@ -29,12 +30,15 @@ class DatabaseWrapper(PostgresDatabaseWrapper):
 
 
 def _nothing_to_read(connection) -> bool:
-    """True when the idle psycopg connection's socket has no pending input, error or hang-up."""
+    """True when the psycopg connection is idle (outside any transaction) and its socket has no
+    pending input, error or hang-up."""
     if connection.closed or connection.broken or not hasattr(select, "poll"):
         return False
     try:
+        if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            return False
         poller = select.poll()
         poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
         return not poller.poll(0)
-    except (OSError, ValueError):  # no usable socket: let Django's check decide
+    except (OSError, ValueError, psycopg.Error):  # no usable socket: let Django's check decide
         return False

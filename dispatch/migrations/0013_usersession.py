@@ -11,7 +11,9 @@ USER_KEY = "_auth_user_id"  # django.contrib.auth.SESSION_KEY
 def copy_sessions(apps, schema_editor):
     """Sessions move to UserSession with the id of the user each one names, so nobody, a driver
     mid-route included, is signed out by the upgrade. Cached copies (cached_db sessions in Redis)
-    hold the same data under the same keys and stay valid."""
+    hold the same data under the same keys and stay valid. Moved, not copied: a row left behind
+    would come back to life if the code were rolled back after its user signed out. Stop the old
+    processes before migrating: one still running would write sessions the new code cannot see."""
     from django.contrib.sessions.backends.db import SessionStore
 
     Session = apps.get_model("sessions", "Session")
@@ -36,6 +38,21 @@ def copy_sessions(apps, schema_editor):
             UserSession.objects.bulk_create(batch, ignore_conflicts=True)
             batch = []
     UserSession.objects.bulk_create(batch, ignore_conflicts=True)
+    Session.objects.all().delete()
+
+
+def move_sessions_back(apps, schema_editor):
+    """The reverse, for a roll-back: the live sessions go back to Django's table."""
+    Session = apps.get_model("sessions", "Session")
+    UserSession = apps.get_model("dispatch", "UserSession")
+    live = UserSession.objects.filter(expire_date__gt=timezone.now()).values_list(
+        "session_key", "session_data", "expire_date"
+    )
+    Session.objects.bulk_create(
+        [Session(session_key=k, session_data=d, expire_date=e) for k, d, e in live.iterator()],
+        ignore_conflicts=True,
+        batch_size=1000,
+    )
 
 
 class Migration(migrations.Migration):
@@ -75,5 +92,5 @@ class Migration(migrations.Migration):
                 "abstract": False,
             },
         ),
-        migrations.RunPython(copy_sessions, migrations.RunPython.noop),
+        migrations.RunPython(copy_sessions, move_sessions_back),
     ]

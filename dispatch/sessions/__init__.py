@@ -69,6 +69,11 @@ class MemberSessionStore:
         instance.user_id = _user_pk(data)
         return instance
 
+    async def acreate_model_instance(self, data):  # Django's builds the row itself
+        instance = await super().acreate_model_instance(data)
+        instance.user_id = _user_pk(data)
+        return instance
+
     def _get_session_from_db(self):
         from dispatch.models import UserSession
 
@@ -96,8 +101,8 @@ def forget_cached_copy(sender, instance, **kwargs) -> None:
     an admin, with its user, by the hourly purge) is not served on from its cached_db copy in
     Redis. Dropped now and again at commit, when a request that read the row before may have
     cached it again."""
-    if not settings.SESSION_ENGINE.endswith("cached_db"):
-        return
+    if not settings.SESSION_ENGINE.endswith("cached_db") or instance.expire_date <= timezone.now():
+        return  # no copy, or one that timed out with the session (the hourly purge's rows)
     from django.contrib.sessions.backends.cached_db import KEY_PREFIX
 
     cache, key = caches[settings.SESSION_CACHE_ALIAS], KEY_PREFIX + instance.session_key

@@ -211,3 +211,4 @@ def test_a_session_signed_in_before_the_upgrades_stays_signed_in(client, dispatc
     importlib.import_module("dispatch.migrations.0013_usersession").copy_sessions(apps, None)
     assert client.get("/").status_code == 200
     assert UserSession.objects.get(session_key=old.session_key).user_id == dispatcher.pk
+    assert not DjangosSessionStore().exists(old.session_key)  # moved, not copied

@@ -265,3 +265,25 @@ def test_seeded_in_the_afternoon_the_shifts_and_windows_start_at_the_next_quarte
     shifts = [(s.starts_at, s.ends_at) for s in Shift.objects.all()]
     for order in Order.objects.exclude(window_start=None):
         assert any(start <= order.window_start and order.window_end <= end for start, end in shifts)
+
+
+@pytest.mark.parametrize(
+    "local",
+    [
+        datetime(2026, 3, 28, 16, 5, tzinfo=BERLIN),  # its night has an hour the clocks skip
+        datetime(2026, 3, 28, 23, 0, tzinfo=BERLIN),
+        datetime(2026, 10, 24, 19, 15, tzinfo=BERLIN),  # its night has an hour twice
+        datetime(2026, 11, 24, 22, 40, tzinfo=BERLIN),
+    ],
+)
+def test_a_demo_day_made_late_fits_the_planners_day_around_a_clock_change(local):
+    from dispatch.planning import END_OF_DAY
+
+    demo = build_demo(local.date(), BERLIN, start=demo_day_start(local, BERLIN))
+
+    midnight = datetime.combine(local.date(), time(0), BERLIN)
+    instants = [p["shift"][k] for p in demo.drivers for k in ("starts_at", "ends_at", "break_starts_at")]
+    windows = [(o["window_start"], o["window_end"]) for o in demo.orders if o["window_start"] is not None]
+    instants += [t for window in windows for t in window]
+    assert all(0 < (t - midnight).total_seconds() <= END_OF_DAY for t in instants)
+    assert all(end > start for start, end in windows)
