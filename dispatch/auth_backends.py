@@ -115,21 +115,22 @@ def offering_member_row(offer: tuple | None):
 def _member_row(pk) -> tuple | None:
     """The row of _member_sql(by_token=False) for user `pk`: the one read with the session if it
     is for him, else from the cache when it is on, else from the database."""
+    seconds = settings.SIGNED_IN_USER_CACHE_SECONDS
     offer = _offered_member_row.get()
     if offer is not None and offer[0] == pk:
-        return offer[1]
-    seconds = settings.SIGNED_IN_USER_CACHE_SECONDS
-    if seconds:
-        try:
-            row = cache.get(_user_cache_key(pk))
-        except Exception:  # Redis down or unreachable: the database still answers
-            logger.warning("signed-in user cache unreachable; reading user %s from the database", pk)
-            seconds, row = 0, None
-        if row is not None:
-            return row
-    with connection.cursor() as cursor:
-        cursor.execute(_member_sql(by_token=False), [pk])
-        row = cursor.fetchone()
+        row = offer[1]  # read from the database with the session: kept as a read here would be
+    else:
+        if seconds:
+            try:
+                row = cache.get(_user_cache_key(pk))
+            except Exception:  # Redis down or unreachable: the database still answers
+                logger.warning("signed-in user cache unreachable; reading user %s from the database", pk)
+                seconds, row = 0, None
+            if row is not None:
+                return row
+        with connection.cursor() as cursor:
+            cursor.execute(_member_sql(by_token=False), [pk])
+            row = cursor.fetchone()
     if row is not None and seconds:
         row = tuple(row)
         try:

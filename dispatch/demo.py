@@ -62,6 +62,11 @@ class DemoData:
     orders: tuple[dict[str, Any], ...]  # "contact" is an index into `contacts` or None
 
     @property
+    def first_shift_starts_at(self) -> datetime:
+        """When the day's first shift starts (the demo day's start)."""
+        return min(person["shift"]["starts_at"] for person in self.drivers)
+
+    @property
     def usernames(self) -> list[str]:
         people = (self.admin, self.dispatcher, *self.drivers)
         return [person["username"] for person in people]

@@ -483,7 +483,7 @@ def publish_demo_day(*, now: datetime | None = None, budget_seconds: int = 5) ->
             orders = demo.add_demo_day(org, data)
         except ValidationError as exc:
             return [f"Demo day not added: {' '.join(exc.messages)}"]
-        first = min(person["shift"]["starts_at"] for person in data.drivers).astimezone(org.tzinfo)
+        first = data.first_shift_starts_at.astimezone(org.tzinfo)
         lines.append(f"Added the demo's day {day:%a %d %b}: {len(orders)} orders, shifts from {first:%H:%M}.")
     live = Route.objects.filter(organization=org, date=day).exclude(status=Route.Status.DRAFT)
     if live.exists() or not planning.plannable_orders(organization=org, day=day, depot=depot).exists():

@@ -174,12 +174,21 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     today = local_today(organization.tzinfo, now)
     fingerprint = dashboard_fingerprint(organization=organization, day=today, now=now)
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:32]
-    # Weak: the same partial goes out plain and gzipped, and a strong ETag names one encoding.
+    return _revalidated(
+        request,
+        digest,
+        lambda: _live_poll(request, organization, now=now, fingerprint=fingerprint, digest=digest),
+    )
+
+
+def _revalidated(request: HttpRequest, digest: str, answer) -> HttpResponse:
+    """304 when the browser already holds version `digest`, else answer()'s response; either way
+    with its ETag, Vary and Cache-Control (a 304 carries what its 200 would: RFC 9110 15.4.5).
+    The ETag is weak: the same body goes out plain or gzipped, a strong one names one encoding."""
     etag = f'W/"{digest}"'
     response = get_conditional_response(request, etag=etag)
     if response is None:
-        response = _live_poll(request, organization, now=now, fingerprint=fingerprint, digest=digest)
-    # A 304 carries the ETag and Vary its 200 would have (RFC 9110 15.4.5).
+        response = answer()
     response.headers["ETag"] = etag
     patch_vary_headers(response, ["Accept-Encoding"])
     patch_cache_control(response, private=True, no_cache=True)
@@ -217,14 +226,7 @@ def dashboard_map_json(request: HttpRequest) -> HttpResponse:
     organization = _portal_membership(request).organization
     now = timezone.now()
     geometry = dashboard_map(organization=organization, day=local_today(organization.tzinfo, now), now=now)
-    etag = f'W/"{geometry.etag}"'  # weak: one ETag whether it goes out plain or gzipped
-    response = get_conditional_response(request, etag=etag)
-    if response is None:
-        response = JsonResponse(geometry.data())
-    response.headers["ETag"] = etag  # a 304 too, with the Vary its 200 has (RFC 9110 15.4.5)
-    patch_vary_headers(response, ["Accept-Encoding"])
-    patch_cache_control(response, private=True, no_cache=True)
-    return response
+    return _revalidated(request, geometry.etag, lambda: JsonResponse(geometry.data()))
 
 
 @require_POST

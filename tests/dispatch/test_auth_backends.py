@@ -131,6 +131,20 @@ def test_a_signed_in_request_reads_its_session_and_user_in_one_query(dispatcher_
     assert len(reading_users) == 1 and sessions in reading_users[0]
 
 
+def test_with_redis_the_user_read_with_the_session_is_kept_for_the_next_request(dispatcher_client, settings):
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if not settings.SIGNED_IN_USER_CACHE_SECONDS:
+        pytest.skip("the signed-in user cache is on with REDIS_URL only")
+    cache.clear()
+    assert dispatcher_client.get("/orders/").status_code == 200  # session and user from the database
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatcher_client.get("/orders/").status_code == 200
+    assert not [q for q in queries if get_user_model()._meta.db_table in q["sql"]]
+
+
 def test_the_session_row_names_its_user_until_sign_out(client, dispatcher):
     from dispatch.models import UserSession
 
@@ -151,13 +165,24 @@ def test_deleting_a_user_deletes_his_sessions_and_signs_him_out(dispatcher_clien
     assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
 
 
-def test_a_session_whose_user_is_gone_is_signed_out(dispatcher_client, dispatcher, settings):
+def test_a_session_naming_a_user_who_does_not_exist_is_signed_out(client, settings):
+    from importlib import import_module
+
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.core.cache import cache
 
-    get_user_model().objects.filter(pk=dispatcher.pk).delete()  # sessions and all, as in the admin
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store.update({SESSION_KEY: str(10**9), BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[-1]})
+    store[HASH_SESSION_KEY] = "x"
+    store.create()  # no constraint on the user column: the row is written, naming nobody
+    cache.clear()  # with Redis: read from the database, joined to no user
+    client.cookies[settings.SESSION_COOKIE_NAME] = store.session_key
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith(resolve_url(settings.LOGIN_URL))
     cache.clear()
-    response = dispatcher_client.get("/")
-    assert response.status_code == 302
+    fresh = import_module(settings.SESSION_ENGINE).SessionStore(store.session_key)
+    fresh.load()
+    assert fresh.member_row == (10**9, None)
 
 
 def test_an_expired_session_is_signed_out(dispatcher_client, settings):

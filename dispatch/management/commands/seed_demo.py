@@ -79,7 +79,7 @@ def _summary(data: DemoData, password: str) -> str:
     pickups = sum(order["kind"] == Order.Kind.PICKUP for order in data.orders)
     urgent = sum(order["priority"] == Order.Priority.HIGH for order in data.orders)
     drivers = f"{data.drivers[0]['username']}…{data.drivers[-1]['username']}"
-    first_shift = min(person["shift"]["starts_at"] for person in data.drivers).astimezone(ZoneInfo(TIMEZONE))
+    first_shift = data.first_shift_starts_at.astimezone(ZoneInfo(TIMEZONE))
     return (
         f"Seeded “{NAME}” (slug {SLUG}) for {data.day:%a %d %b %Y} ({TIMEZONE}):\n"
         f"  1 depot ({data.depot['address']}), {len(data.drivers)} drivers with a van and a "
