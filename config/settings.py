@@ -97,25 +97,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file, not memory: browser tests run a real qcluster process against the test database.
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DB_NAME", default=str(BASE_DIR / ".test-db.sqlite3"))}
-else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # Django's, whose health check skips its SELECT 1 while the socket is quiet (a closed
-        # connection always has the server's goodbye to read): config/postgresql/base.py.
-        DATABASES["default"]["ENGINE"] = "config.postgresql"
-    if DATABASES["default"]["ENGINE"] == "config.postgresql" and env.bool(
-        "DATABASE_PREPARED_STATEMENTS", default=True
-    ):
-        # Parameters bound by the server, and a statement run twice on a connection planned once
-        # (psycopg keeps the last 100): on the hot paths (the GPS ingest, the polls' fingerprints)
-        # PostgreSQL spent longer planning than running. Off for a pooler that cannot carry
-        # prepared statements across its connections (PgBouncer before 1.21 in transaction mode).
-        DATABASES["default"]["OPTIONS"] = {
-            **DATABASES["default"].get("OPTIONS", {}),
-            "server_side_binding": True,
-            "prepare_threshold": 2,
-        }
+# SQLite too: opening its connection (the PRAGMAs, Django's functions registered on it) cost a
+# signed-in request more than a millisecond, three times a PostgreSQL session read.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's, whose health check skips its SELECT 1 while the socket is quiet (a closed
+    # connection always has the server's goodbye to read): config/postgresql/base.py.
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
+if DATABASES["default"]["ENGINE"] == "config.postgresql" and env.bool(
+    "DATABASE_PREPARED_STATEMENTS", default=True
+):
+    # Parameters bound by the server, and a statement run twice on a connection planned once
+    # (psycopg keeps the last 100): on the hot paths (the GPS ingest, the polls' fingerprints)
+    # PostgreSQL spent longer planning than running. Off for a pooler that cannot carry
+    # prepared statements across its connections (PgBouncer before 1.21 in transaction mode).
+    DATABASES["default"]["OPTIONS"] = {
+        **DATABASES["default"].get("OPTIONS", {}),
+        "server_side_binding": True,
+        "prepare_threshold": 2,
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and rate-limit counters ----------------------------------------------------------

@@ -5,8 +5,8 @@
 
 Entering creates the database (PostgreSQL `doorstep_bench`, dropped first if a crashed run left
 it, or an SQLite file in `workdir`), builds it with bench.live.prepare in a subprocess and
-starts gunicorn on a free port. Leaving, also on Ctrl-C or an error, stops gunicorn and drops
-the database.
+starts gunicorn on a free port (unless serve=False). Leaving, also on Ctrl-C or an error, stops
+gunicorn and drops the database.
 """
 
 import json
@@ -49,11 +49,12 @@ class Stack:
         ingest_stops: int = 0,
         redis: bool = False,
         settle: bool = True,
+        serve: bool = True,
     ):
         self.backend, self.workdir, self.workers = backend, workdir, workers
         self.ingest_drivers, self.tracking_links = ingest_drivers, tracking_links
         self.ingest_stops = ingest_stops
-        self.redis, self.settle = redis, settle
+        self.redis, self.settle, self.serve = redis, settle, serve
         self.sqlite_path = workdir / "bench.sqlite3"
         self.url = (
             f"{PG_SERVER}/{PG_DATABASE}" if backend == "postgresql" else f"sqlite:///{self.sqlite_path}"
@@ -97,7 +98,8 @@ class Stack:
             self._prepare()
             if self.settle:
                 self._settle()
-            self._start()
+            if self.serve:  # False: the database only (bench.live.inprocess calls the app itself)
+                self._start()
         except BaseException:
             self.__exit__(None, None, None)
             raise
